@@ -1,0 +1,176 @@
+//! The dtype table of format v1: ids, block geometry and bits per weight.
+//!
+//! Ids are part of the file format and are never reused: a retired type keeps
+//! its id forever. Block layouts of the quantized types are specified byte by
+//! byte in `FORMAT.md`; their `#[repr(C)]` structs live in `kompakt-kernels`.
+
+/// Element type of a stored tensor.
+///
+/// A tensor of shape `[.., cols]` is stored as `rows = product(other dims)`
+/// rows; each row holds `ceil(cols / block_elems)` blocks of `block_bytes`
+/// bytes (the last block of a row is zero-padded when `cols` is not a
+/// multiple of `block_elems`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum DType {
+    /// IEEE 754 binary32.
+    F32 = 0,
+    /// IEEE 754 binary16.
+    F16 = 1,
+    /// bfloat16 (upper half of a binary32).
+    BF16 = 2,
+    /// Unsigned byte (opaque data).
+    U8 = 3,
+    /// Signed 32-bit integer.
+    I32 = 4,
+    /// 8-bit: blocks of 32, one f16 scale: 8.5 bits per weight.
+    Q8_0 = 16,
+    /// 4-bit super-blocks of 256 with 6-bit sub-scales and mins: 4.5 bpw.
+    Q4K = 17,
+    /// 3-bit super-blocks of 256 with 6-bit signed sub-scales: 3.4375 bpw.
+    Q3K = 18,
+    /// 2-bit super-blocks of 256 with 4-bit sub-scales and mins: 2.625 bpw.
+    Q2K = 19,
+    /// Non-uniform 2-bit: 8-dimensional codebook vectors: see FORMAT.md.
+    IQ2 = 20,
+}
+
+impl DType {
+    /// Every dtype this build understands.
+    pub const ALL: [DType; 10] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::U8,
+        DType::I32,
+        DType::Q8_0,
+        DType::Q4K,
+        DType::Q3K,
+        DType::Q2K,
+        DType::IQ2,
+    ];
+
+    /// The numeric id stored in files.
+    pub const fn id(self) -> u32 {
+        self as u32
+    }
+
+    /// Looks up an id read from a file; `None` for ids this build does not know.
+    pub fn from_id(id: u32) -> Option<DType> {
+        DType::ALL.iter().copied().find(|d| d.id() == id)
+    }
+
+    /// Canonical lowercase name (`f32`, `q4_k`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::U8 => "u8",
+            DType::I32 => "i32",
+            DType::Q8_0 => "q8_0",
+            DType::Q4K => "q4_k",
+            DType::Q3K => "q3_k",
+            DType::Q2K => "q2_k",
+            DType::IQ2 => "iq2",
+        }
+    }
+
+    /// Parses a canonical name.
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.iter().copied().find(|d| d.name() == name)
+    }
+
+    /// Elements per block (1 for plain types).
+    pub const fn block_elems(self) -> u64 {
+        match self {
+            DType::F32 | DType::F16 | DType::BF16 | DType::U8 | DType::I32 => 1,
+            DType::Q8_0 => 32,
+            DType::Q4K | DType::Q3K | DType::Q2K | DType::IQ2 => 256,
+        }
+    }
+
+    /// Bytes per block.
+    pub const fn block_bytes(self) -> u64 {
+        match self {
+            DType::F32 | DType::I32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::U8 => 1,
+            DType::Q8_0 => 34,
+            DType::Q4K => 144,
+            DType::Q3K => 110,
+            DType::Q2K => 84,
+            DType::IQ2 => 66,
+        }
+    }
+
+    /// True for block-quantized types.
+    pub const fn is_quantized(self) -> bool {
+        self.block_elems() > 1
+    }
+
+    /// Storage bits per element, block overhead included.
+    pub fn bits_per_weight(self) -> f64 {
+        self.block_bytes() as f64 * 8.0 / self.block_elems() as f64
+    }
+
+    /// Bytes needed for a tensor of `shape`, with checked arithmetic.
+    /// `None` on overflow. A scalar (empty shape) is one element.
+    pub fn storage_bytes(self, shape: &[u64]) -> Option<u64> {
+        let (cols, rows) = match shape.split_last() {
+            None => (1u64, 1u64),
+            Some((&c, rest)) => {
+                let mut r = 1u64;
+                for &d in rest {
+                    r = r.checked_mul(d)?;
+                }
+                (c, r)
+            }
+        };
+        let blocks_per_row = cols.div_ceil(self.block_elems());
+        rows.checked_mul(blocks_per_row)?
+            .checked_mul(self.block_bytes())
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_are_unique() {
+        for d in DType::ALL {
+            assert_eq!(DType::from_id(d.id()), Some(d));
+            assert_eq!(DType::from_name(d.name()), Some(d));
+        }
+        let mut ids: Vec<u32> = DType::ALL.iter().map(|d| d.id()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), DType::ALL.len());
+        assert_eq!(DType::from_id(999), None);
+    }
+
+    #[test]
+    fn storage_bytes_pads_rows_to_whole_blocks() {
+        assert_eq!(DType::F32.storage_bytes(&[3, 5]), Some(60));
+        assert_eq!(DType::Q4K.storage_bytes(&[2, 256]), Some(288));
+        assert_eq!(DType::Q4K.storage_bytes(&[2, 896]), Some(2 * 4 * 144));
+        assert_eq!(DType::Q8_0.storage_bytes(&[]), Some(34));
+        assert_eq!(DType::F32.storage_bytes(&[u64::MAX, 2]), None);
+    }
+
+    #[test]
+    fn bits_per_weight() {
+        assert_eq!(DType::Q4K.bits_per_weight(), 4.5);
+        assert_eq!(DType::Q3K.bits_per_weight(), 3.4375);
+        assert_eq!(DType::Q2K.bits_per_weight(), 2.625);
+        assert_eq!(DType::Q8_0.bits_per_weight(), 8.5);
+        assert!(DType::IQ2.bits_per_weight() <= 2.3);
+    }
+}

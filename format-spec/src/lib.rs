@@ -1,0 +1,3 @@
+//! The `.kpk` single-file model format (see `FORMAT.md`).
+pub mod dtype;
+pub use dtype::DType;
