@@ -212,6 +212,12 @@ fn check_fmt(name: &str, fmt: &FmtInfo) -> Result<(), AudioError> {
     }
 }
 
+/// hound reports a short read as `ErrorKind::Other` with this message.
+fn is_eof(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::UnexpectedEof
+        || (e.kind() == io::ErrorKind::Other && e.to_string() == "Failed to read enough bytes.")
+}
+
 fn io_err(name: &str, source: io::Error) -> AudioError {
     AudioError::Io {
         name: name.to_string(),
@@ -222,12 +228,10 @@ fn io_err(name: &str, source: io::Error) -> AudioError {
 fn map_open_error(name: &str, err: hound::Error, fmt: Option<&FmtInfo>) -> AudioError {
     let name_s = name.to_string();
     match err {
-        hound::Error::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            AudioError::Truncated {
-                name: name_s,
-                reason: "the file ends inside the header, before the data chunk".into(),
-            }
-        }
+        hound::Error::IoError(e) if is_eof(&e) => AudioError::Truncated {
+            name: name_s,
+            reason: "the file ends inside the header, before the data chunk".into(),
+        },
         hound::Error::IoError(e) => io_err(name, e),
         hound::Error::FormatError(reason) => AudioError::Corrupt {
             name: name_s,
@@ -411,16 +415,14 @@ struct ReadCtx<'a> {
 impl ReadCtx<'_> {
     fn sample_error(&self, err: hound::Error, frames_read: u64) -> AudioError {
         match err {
-            hound::Error::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                AudioError::Truncated {
-                    name: self.name.to_string(),
-                    reason: format!(
-                        "the data chunk declares {} frames but the file ends after about {}",
-                        self.declared / self.channels as u64,
-                        frames_read,
-                    ),
-                }
-            }
+            hound::Error::IoError(e) if is_eof(&e) => AudioError::Truncated {
+                name: self.name.to_string(),
+                reason: format!(
+                    "the data chunk declares {} frames but the file ends after about {}",
+                    self.declared / self.channels as u64,
+                    frames_read,
+                ),
+            },
             hound::Error::IoError(e) => io_err(self.name, e),
             hound::Error::FormatError(reason) => AudioError::Corrupt {
                 name: self.name.to_string(),
