@@ -1,1 +1,322 @@
-//! (work in progress)
+//! Quantized block formats, quantizers and matrix kernels for kompakt.
+//!
+//! Weights are row-major `[rows = out features, cols = in features]`, stored as
+//! whole blocks per row (see `format-spec/QUANT_BLOCKS.md`). The public entry
+//! points ([`matmul`], [`dequantize`], [`quantize`], [`dot`], [`axpy`]) use the
+//! kernel table picked once at run time ([`kernels`]): AVX2+FMA+F16C on x86_64,
+//! NEON (+ `sdot` when the CPU has `dotprod`) on aarch64, the safe scalar
+//! reference in [`scalar`] otherwise or when `KOMPAKT_FORCE_SCALAR=1`.
+//!
+//! Quantized weights are multiplied with activations quantized to
+//! [`blocks::BlockQ8K`] (8 bits, one f32 scale per 256, ggml's `q8_K` idea)
+//! using integer dot products; float weights use f32 activations.
+
+// Kernels index several arrays by one position; iterator chains hide that.
+#![allow(clippy::needless_range_loop)]
+
+pub mod blocks;
+pub mod iq2_grid;
+pub mod quantize;
+pub mod scalar;
+mod table;
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86_64;
+
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
+
+pub use kompakt_format::DType;
+pub use table::{best_kernels, kernels, scalar_kernels, KernelTable, RowF32Fn, RowQ8Fn};
+
+use blocks::BlockQ8K;
+use rayon::prelude::*;
+
+/// Errors of the kernel API.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KernelError {
+    /// The weight bytes do not match `dtype.storage_bytes([rows, cols])`.
+    #[error("weight data is {got} bytes, {dtype} [{rows}, {cols}] needs {expected}")]
+    LengthMismatch {
+        dtype: DType,
+        rows: usize,
+        cols: usize,
+        expected: u64,
+        got: usize,
+    },
+    /// The size of the tensor overflows `u64`/`usize`.
+    #[error("tensor size overflows")]
+    Overflow,
+    /// The dtype has no kernels (U8, I32).
+    #[error("dtype {0} is not a weight type")]
+    Unsupported(DType),
+    /// `src` is not `rows * cols` long.
+    #[error("source has {got} values, expected {expected}")]
+    SourceLength { expected: usize, got: usize },
+    /// The importance vector is not `cols` long or has negative / non-finite values.
+    #[error("importance vector must have {cols} finite non-negative values")]
+    BadImportance { cols: usize },
+}
+
+/// A borrowed weight matrix `[rows, cols]` in any weight dtype.
+#[derive(Clone, Copy, Debug)]
+pub struct WeightRef<'a> {
+    pub dtype: DType,
+    pub data: &'a [u8],
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+}
+
+impl<'a> WeightRef<'a> {
+    /// Checks that `data` holds exactly `dtype.storage_bytes([rows, cols])`
+    /// bytes. `data` needs no alignment.
+    pub fn new(
+        dtype: DType,
+        data: &'a [u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self, KernelError> {
+        if !is_weight_type(dtype) {
+            return Err(KernelError::Unsupported(dtype));
+        }
+        let expected = dtype
+            .storage_bytes(&[rows as u64, cols as u64])
+            .ok_or(KernelError::Overflow)?;
+        if usize::try_from(expected).map_err(|_| KernelError::Overflow)? != data.len() {
+            return Err(KernelError::LengthMismatch {
+                dtype,
+                rows,
+                cols,
+                expected,
+                got: data.len(),
+            });
+        }
+        Ok(WeightRef {
+            dtype,
+            data,
+            rows,
+            cols,
+        })
+    }
+
+    /// Bytes of one stored row.
+    pub fn row_bytes(&self) -> usize {
+        row_bytes(self.dtype, self.cols)
+    }
+
+    /// The stored bytes of row `r`.
+    pub fn row(&self, r: usize) -> &'a [u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+}
+
+fn is_weight_type(d: DType) -> bool {
+    !matches!(d, DType::U8 | DType::I32)
+}
+
+/// Bytes of one row of `cols` values, padded to whole blocks.
+pub fn row_bytes(dtype: DType, cols: usize) -> usize {
+    cols.div_ceil(dtype.block_elems() as usize) * dtype.block_bytes() as usize
+}
+
+/// Number of [`BlockQ8K`] activation blocks per row of `cols` values.
+pub fn q8k_blocks(cols: usize) -> usize {
+    cols.div_ceil(blocks::QK_K)
+}
+
+/// `y[i*rows + r] = sum_c x[i*cols + c] * W[r, c]` for `i in 0..n`.
+///
+/// Runs on rayon's current pool, split over output rows; for `n > 1` each
+/// weight row tile is decoded once for every group of 4 activation rows.
+/// Panics if `x` or `y` are shorter than `n*cols` / `n*rows`.
+pub fn matmul(w: &WeightRef, x: &[f32], n: usize, y: &mut [f32]) {
+    matmul_with(kernels(), w, x, n, y)
+}
+
+/// [`matmul`] with an explicit kernel table (tests compare tables).
+pub fn matmul_with(t: &KernelTable, w: &WeightRef, x: &[f32], n: usize, y: &mut [f32]) {
+    let (rows, cols) = (w.rows, w.cols);
+    assert!(
+        x.len() >= n * cols,
+        "x has {} values, need {}",
+        x.len(),
+        n * cols
+    );
+    assert!(
+        y.len() >= n * rows,
+        "y has {} values, need {}",
+        y.len(),
+        n * rows
+    );
+    if n == 0 || rows == 0 {
+        return;
+    }
+    let y = &mut y[..n * rows];
+    if cols == 0 {
+        y.fill(0.0);
+        return;
+    }
+    match w.dtype {
+        DType::F32 | DType::F16 | DType::BF16 => {
+            let f = match w.dtype {
+                DType::F32 => t.row_f32,
+                DType::F16 => t.row_f16,
+                _ => t.row_bf16,
+            };
+            let xs: Vec<&[f32]> = (0..n).map(|i| &x[i * cols..(i + 1) * cols]).collect();
+            run_rows(w, &xs, y, f);
+        }
+        DType::U8 | DType::I32 => panic!("matmul: {} is not a weight type", w.dtype),
+        _ => {
+            let f = row_q8_fn(t, w.dtype);
+            let nb = q8k_blocks(cols);
+            let mut act = vec![BlockQ8K::zeroed(); n * nb];
+            act.par_chunks_mut(nb)
+                .zip(x[..n * cols].par_chunks(cols))
+                .for_each(|(a, xr)| (t.quantize_q8k)(xr, a));
+            let acts: Vec<&[BlockQ8K]> = act.chunks(nb).collect();
+            run_rows(w, &acts, y, f);
+        }
+    }
+}
+
+fn row_q8_fn(t: &KernelTable, d: DType) -> RowQ8Fn {
+    match d {
+        DType::Q8_0 => t.row_q8_0,
+        DType::Q4K => t.row_q4k,
+        DType::Q3K => t.row_q3k,
+        DType::Q2K => t.row_q2k,
+        DType::IQ2 => t.row_iq2,
+        _ => unreachable!(),
+    }
+}
+
+/// Shared driver: tiles of weight rows in parallel; within a tile, groups of
+/// up to 4 activation rows, each weight row decoded once per group.
+fn run_rows<A: Sync>(
+    w: &WeightRef,
+    acts: &[&[A]],
+    y: &mut [f32],
+    f: impl Fn(&[u8], &[&[A]], &mut [f32]) + Sync,
+) {
+    let (rows, n) = (w.rows, acts.len());
+    let rb = w.row_bytes();
+    let threads = rayon::current_num_threads().max(1);
+    // Tile: at most ~192 KiB of weights (stays in L2 while the activation
+    // groups sweep over it), and enough tiles for load balance.
+    let by_cache = (192 * 1024 / rb.max(1)).max(1);
+    let by_balance = rows.div_ceil(threads * 8).max(1);
+    let tile = if n == 1 {
+        by_balance.min(256)
+    } else {
+        by_cache.min(by_balance).min(64)
+    };
+    if n == 1 {
+        y.par_chunks_mut(tile).enumerate().for_each(|(ti, yt)| {
+            let r0 = ti * tile;
+            for (j, out) in yt.iter_mut().enumerate() {
+                let mut o = [0f32; 1];
+                f(w.row(r0 + j), acts, &mut o);
+                *out = o[0];
+            }
+        });
+        return;
+    }
+    // Compute into a row-major [rows, n] buffer, then transpose into y.
+    let mut tmp = vec![0f32; rows * n];
+    tmp.par_chunks_mut(tile * n)
+        .enumerate()
+        .for_each(|(ti, t)| {
+            let r0 = ti * tile;
+            let tr = t.len() / n;
+            let mut o = [0f32; 4];
+            for i0 in (0..n).step_by(4) {
+                let g = (n - i0).min(4);
+                for j in 0..tr {
+                    f(w.row(r0 + j), &acts[i0..i0 + g], &mut o[..g]);
+                    t[j * n + i0..j * n + i0 + g].copy_from_slice(&o[..g]);
+                }
+            }
+        });
+    y.par_chunks_mut(rows).enumerate().for_each(|(i, yr)| {
+        for (r, v) in yr.iter_mut().enumerate() {
+            *v = tmp[r * n + i];
+        }
+    });
+}
+
+/// Dequantizes row `row` of `w` into `out[..cols]` (embedding lookup).
+pub fn dequantize_row(w: &WeightRef, row: usize, out: &mut [f32]) {
+    assert!(row < w.rows, "row {row} out of {}", w.rows);
+    assert!(out.len() >= w.cols);
+    scalar::dequantize_row(w.dtype, w.row(row), &mut out[..w.cols]);
+}
+
+/// Dequantizes all of `w` into `out[..rows*cols]`.
+pub fn dequantize(w: &WeightRef, out: &mut [f32]) {
+    assert!(out.len() >= w.rows * w.cols);
+    if w.cols == 0 {
+        return;
+    }
+    out[..w.rows * w.cols]
+        .par_chunks_mut(w.cols)
+        .enumerate()
+        .for_each(|(r, o)| scalar::dequantize_row(w.dtype, w.row(r), o));
+}
+
+/// Quantizes a row-major `[rows, cols]` f32 matrix to `dtype`.
+///
+/// `importance` (length `cols`, e.g. the mean squared activation of each
+/// input channel from calibration) weights the squared error the quantizer
+/// minimises; without it every weight counts the same. F32/F16/BF16 are
+/// plain conversions (importance ignored).
+pub fn quantize(
+    dtype: DType,
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    importance: Option<&[f32]>,
+) -> Result<Vec<u8>, KernelError> {
+    if !is_weight_type(dtype) {
+        return Err(KernelError::Unsupported(dtype));
+    }
+    let total = rows.checked_mul(cols).ok_or(KernelError::Overflow)?;
+    if src.len() != total {
+        return Err(KernelError::SourceLength {
+            expected: total,
+            got: src.len(),
+        });
+    }
+    if let Some(imp) = importance {
+        if imp.len() != cols || imp.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(KernelError::BadImportance { cols });
+        }
+    }
+    let bytes = dtype
+        .storage_bytes(&[rows as u64, cols as u64])
+        .ok_or(KernelError::Overflow)?;
+    let mut out = vec![0u8; usize::try_from(bytes).map_err(|_| KernelError::Overflow)?];
+    let rb = row_bytes(dtype, cols);
+    if rb == 0 || cols == 0 {
+        return Ok(out);
+    }
+    out.par_chunks_mut(rb)
+        .zip(src.par_chunks(cols))
+        .for_each(|(o, s)| quantize::quantize_row(dtype, s, importance, o));
+    Ok(out)
+}
+
+/// `sum a[i] * b[i]` over the common length.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    (kernels().dot)(&a[..n], &b[..n])
+}
+
+/// `y[i] += a * x[i]` over the common length.
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    (kernels().axpy)(a, &x[..n], &mut y[..n])
+}

@@ -1,0 +1,142 @@
+//! The IQ2 codebook: 512 eight-dimensional magnitude vectors with entries in
+//! {1, 3, 5}, generated at compile time (no copied tables).
+//!
+//! Rule: a Gaussian weight divided by the sub-block scale `s ~ 0.45 sigma`
+//! (the Lloyd-Max 6-level quantizer of a Gaussian has levels at about
+//! 0.45, 1.34, 2.32 sigma, i.e. 1 : 3 : 5) rounds to level 1, 3 or 5 with
+//! probabilities about 0.632, 0.296, 0.072. A vector with `a` threes and `b`
+//! fives is then `(p3/p1)^a (p5/p1)^b` as likely as all ones, i.e. its cost is
+//! `758 a + 2170 b` (thousandths of `-ln`). The codebook is the 512 vectors of
+//! {1,3,5}^8 with the smallest cost; ties (only inside the last, partly taken
+//! class) are broken by lexicographic order of the level digits (element 0
+//! most significant, 1 < 3 < 5). Index = rank in that order.
+
+/// Codebook entry `i`: 8 magnitudes (1, 3 or 5) packed as bytes, element 0
+/// in the lowest byte.
+pub const GRID: [u64; 512] = generate();
+
+/// Sign pattern for the 7 stored sign bits: bytes 0x01 (+1) or 0xFF (-1);
+/// byte 7 is negative when the 7 bits have odd parity.
+pub const SIGNS: [u64; 128] = signs();
+
+/// Grid entry `i`, element `k`.
+#[inline]
+pub fn grid_value(i: usize, k: usize) -> i8 {
+    ((GRID[i] >> (8 * k)) & 0xFF) as i8
+}
+
+/// The 8 signs (`1` or `-1`) of a 7-bit sign field.
+#[inline]
+pub fn sign_bits8(bits7: u16) -> u8 {
+    let b = (bits7 & 0x7F) as u8;
+    b | (((b.count_ones() & 1) as u8) << 7)
+}
+
+const fn cost(v: usize) -> u32 {
+    // v: base-3 digits, digit k (most significant first) = level index 0/1/2.
+    let mut a = 0;
+    let mut b = 0;
+    let mut x = v;
+    let mut k = 0;
+    while k < 8 {
+        let d = x % 3;
+        if d == 1 {
+            a += 1;
+        } else if d == 2 {
+            b += 1;
+        }
+        x /= 3;
+        k += 1;
+    }
+    758 * a + 2170 * b
+}
+
+const fn entry(v: usize) -> u64 {
+    // Element 0 is the most significant base-3 digit.
+    let mut out = 0u64;
+    let mut x = v;
+    let mut k = 0;
+    while k < 8 {
+        let d = (x % 3) as u64;
+        out |= (2 * d + 1) << (8 * (7 - k));
+        x /= 3;
+        k += 1;
+    }
+    out
+}
+
+const fn generate() -> [u64; 512] {
+    let mut g = [0u64; 512];
+    let mut n = 0;
+    let mut last: i64 = -1;
+    while n < 512 {
+        // Next larger cost value present.
+        let mut next = u32::MAX;
+        let mut v = 0;
+        while v < 6561 {
+            let c = cost(v);
+            if (c as i64) > last && c < next {
+                next = c;
+            }
+            v += 1;
+        }
+        let mut v = 0;
+        while v < 6561 && n < 512 {
+            if cost(v) == next {
+                g[n] = entry(v);
+                n += 1;
+            }
+            v += 1;
+        }
+        last = next as i64;
+    }
+    g
+}
+
+const fn signs() -> [u64; 128] {
+    let mut s = [0u64; 128];
+    let mut i = 0;
+    while i < 128 {
+        let bits = (i as u32) | ((((i as u32).count_ones()) & 1) << 7);
+        let mut o = 0u64;
+        let mut k = 0;
+        while k < 8 {
+            let byte: u64 = if (bits >> k) & 1 == 1 { 0xFF } else { 0x01 };
+            o |= byte << (8 * k);
+            k += 1;
+        }
+        s[i] = o;
+        i += 1;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn grid_is_distinct_and_well_formed() {
+        let mut v = GRID.to_vec();
+        v.sort();
+        v.dedup();
+        assert_eq!(v.len(), 512);
+        assert_eq!(GRID[0], 0x0101_0101_0101_0101);
+        for i in 0..512 {
+            for k in 0..8 {
+                assert!(matches!(grid_value(i, k), 1 | 3 | 5));
+            }
+        }
+        for (i, s) in SIGNS.iter().enumerate() {
+            let neg = s.to_le_bytes().iter().filter(|&&b| b == 0xFF).count();
+            assert_eq!(neg % 2, 0);
+            assert_eq!(
+                sign_bits8(i as u16) as u32,
+                (0..8)
+                    .map(|k| ((s >> (8 * k)) & 0xFF == 0xFF) as u32)
+                    .enumerate()
+                    .map(|(k, b)| b << k)
+                    .sum::<u32>()
+            );
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The kernel table: one set of function pointers picked once at run time.
+
+use crate::blocks::BlockQ8K;
+use std::sync::OnceLock;
+
+/// Dot products of one stored weight row (raw bytes, any alignment) with
+/// `x.len()` (1..=4) f32 activation rows; `out.len() == x.len()`.
+pub type RowF32Fn = fn(row: &[u8], x: &[&[f32]], out: &mut [f32]);
+/// Dot products of one stored quantized weight row with `a.len()` (1..=4)
+/// activation rows quantized to [`BlockQ8K`]; `out.len() == a.len()`.
+pub type RowQ8Fn = fn(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]);
+
+/// Function pointers for every kernel, for one instruction set.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelTable {
+    /// `"avx2"`, `"neon"`, `"neon+dotprod"` or `"scalar"`.
+    pub isa: &'static str,
+    pub dot: fn(&[f32], &[f32]) -> f32,
+    pub axpy: fn(f32, &[f32], &mut [f32]),
+    pub row_f32: RowF32Fn,
+    pub row_f16: RowF32Fn,
+    pub row_bf16: RowF32Fn,
+    pub row_q8_0: RowQ8Fn,
+    pub row_q4k: RowQ8Fn,
+    pub row_q3k: RowQ8Fn,
+    pub row_q2k: RowQ8Fn,
+    pub row_iq2: RowQ8Fn,
+    /// Quantizes one activation row (any length) to `ceil(len/256)` blocks.
+    pub quantize_q8k: fn(&[f32], &mut [BlockQ8K]),
+}
+
+/// The safe scalar reference table.
+pub fn scalar_kernels() -> &'static KernelTable {
+    &crate::scalar::TABLE
+}
+
+/// The best table for this CPU, ignoring `KOMPAKT_FORCE_SCALAR`.
+pub fn best_kernels() -> &'static KernelTable {
+    static BEST: OnceLock<&'static KernelTable> = OnceLock::new();
+    BEST.get_or_init(detect)
+}
+
+/// The table every public entry point uses: [`best_kernels`], or the scalar
+/// one when the environment variable `KOMPAKT_FORCE_SCALAR` is `1`/`true`.
+pub fn kernels() -> &'static KernelTable {
+    static CHOSEN: OnceLock<&'static KernelTable> = OnceLock::new();
+    CHOSEN.get_or_init(|| {
+        let force = std::env::var("KOMPAKT_FORCE_SCALAR")
+            .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+            .unwrap_or(false);
+        if force {
+            scalar_kernels()
+        } else {
+            best_kernels()
+        }
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> &'static KernelTable {
+    if is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+    {
+        &crate::x86_64::avx2::TABLE
+    } else {
+        scalar_kernels()
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn detect() -> &'static KernelTable {
+    if std::arch::is_aarch64_feature_detected!("neon") {
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            &crate::aarch64::neon::TABLE_DOTPROD
+        } else {
+            &crate::aarch64::neon::TABLE
+        }
+    } else {
+        scalar_kernels()
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn detect() -> &'static KernelTable {
+    scalar_kernels()
+}
