@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Writes the golden files for the kompakt-audio tests into tests/data/.
 
-Pinned: transformers 5.24.0, numpy 2.4.6, safetensors 0.8.0 (torch must NOT be
-installed, so WhisperFeatureExtractor takes its numpy path,
-`_np_extract_fbank_features`).
+Pinned: transformers 5.24.0, numpy 2.4.6, safetensors 0.8.0. The features come
+from WhisperFeatureExtractor's numpy path, `_np_extract_fbank_features` (float64
+STFT), called explicitly: when torch is installed `__call__` takes the torch path
+instead (float32 `torch.stft`), which differs from the numpy path by up to ~6e-5
+on speech; the attention mask is the same on both paths.
 
 Run from anywhere: `python3 runtime/audio/tests/make_golden.py`.
 
@@ -17,7 +19,8 @@ Outputs
   - `resampled_44k`, `resampled_48k` f32: the numpy twin of torchaudio's
     `sinc_interp_hann` resampler below, in f64, cast to f32.
   - `logmel_<case>` [n_mels, K] f32: the first K frames of
-    `WhisperFeatureExtractor(feature_size=n_mels)(x, return_attention_mask=True)`;
+    `WhisperFeatureExtractor(feature_size=n_mels)._np_extract_fbank_features` of the
+    clip zero-padded to 30 s;
     every later frame equals `logmel_<case>_tail` exactly (asserted here).
   - `valid_<case>` i64: the sum of the returned attention mask.
   Cases: `16k_128` and `16k_80` (chirp_16k.wav), `44k_128` (chirp_44k.wav
@@ -83,7 +86,9 @@ def make_signal(rate, n, seed):
 def logmel(x16k, n_mels):
     fe = WhisperFeatureExtractor(feature_size=n_mels)
     out = fe(x16k, sampling_rate=16000, return_attention_mask=True, return_tensors="np")
-    feat = out["input_features"][0].astype(np.float32)
+    padded = np.zeros(fe.n_samples, np.float32)
+    padded[: len(x16k)] = x16k
+    feat = fe._np_extract_fbank_features(padded[None], "cpu")[0].astype(np.float32)
     valid = int(out["attention_mask"][0].sum())
     assert feat.shape == (n_mels, 3000)
     k = valid + 4
