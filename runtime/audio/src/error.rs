@@ -50,8 +50,8 @@ pub enum AudioError {
     },
     /// `read_wav_range` was asked for audio past the end of the file.
     #[error(
-        "{name}: range {offset_s} s + {duration_s} s ends at {end_s} s, past the end of the \
-         audio ({file_s} s)"
+        "{name}: range {offset_s} s + {duration_s} s ends at {end_s:.3} s, past the end of \
+         the audio ({file_s:.3} s)"
     )]
     RangePastEnd {
         name: String,
