@@ -150,7 +150,7 @@ impl KpkFile {
     }
 
     /// Tensor descriptions in file (directory) order.
-    pub fn tensors(&self) -> impl Iterator<Item = &TensorInfo> {
+    pub fn tensors(&self) -> std::slice::Iter<'_, TensorInfo> {
         self.tensors.iter()
     }
 

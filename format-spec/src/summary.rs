@@ -357,6 +357,11 @@ impl Summary {
         }
     }
 
+    /// The summary of an opened file.
+    pub fn of(file: &crate::KpkFile) -> Summary {
+        Summary::new(file.file_size(), file.metadata(), file.tensors())
+    }
+
     /// Size in MB (10^6 bytes).
     pub fn size_mb(&self) -> f64 {
         self.file_size as f64 / 1e6
