@@ -100,7 +100,7 @@ impl DType {
             DType::Q4K => 144,
             DType::Q3K => 110,
             DType::Q2K => 84,
-            DType::IQ2 => 66,
+            DType::IQ2 => 70,
         }
     }
 
@@ -171,6 +171,7 @@ mod tests {
         assert_eq!(DType::Q3K.bits_per_weight(), 3.4375);
         assert_eq!(DType::Q2K.bits_per_weight(), 2.625);
         assert_eq!(DType::Q8_0.bits_per_weight(), 8.5);
+        assert_eq!(DType::IQ2.bits_per_weight(), 2.1875);
         assert!(DType::IQ2.bits_per_weight() <= 2.3);
     }
 }

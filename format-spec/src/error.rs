@@ -283,3 +283,21 @@ impl FormatError {
 
 /// `Result` with [`FormatError`].
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_full_maps_to_disk_full() {
+        let e = FormatError::io(
+            "/m.kpk",
+            "write tensor",
+            std::io::ErrorKind::StorageFull.into(),
+        );
+        assert!(matches!(e, FormatError::DiskFull { .. }));
+        assert!(e.to_string().contains("/m.kpk"), "{e}");
+        let e = FormatError::io("/m.kpk", "open", std::io::ErrorKind::NotFound.into());
+        assert!(matches!(e, FormatError::Io { .. }));
+    }
+}

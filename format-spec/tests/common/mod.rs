@@ -19,10 +19,17 @@ pub fn write_sample(path: &Path) {
     m.insert("flags.enabled", true).unwrap();
     m.insert("blob.raw", vec![1u8, 2, 3]).unwrap();
     let w32: Vec<f32> = (0..24).map(|i| i as f32 * 0.5).collect();
-    w.write_tensor("llm.embed.weight", DType::F32, &[3, 8], bytemuck::cast_slice(&w32))
+    w.write_tensor(
+        "llm.embed.weight",
+        DType::F32,
+        &[3, 8],
+        bytemuck::cast_slice(&w32),
+    )
+    .unwrap();
+    w.write_tensor("llm.norm.weight", DType::F16, &[8], &[0x3c; 16])
         .unwrap();
-    w.write_tensor("llm.norm.weight", DType::F16, &[8], &[0x3c; 16]).unwrap();
-    w.write_tensor("audio.q.weight", DType::Q8_0, &[2, 32], &[7; 68]).unwrap();
+    w.write_tensor("audio.q.weight", DType::Q8_0, &[2, 32], &[7; 68])
+        .unwrap();
     w.finish().unwrap();
 }
 
@@ -66,13 +73,27 @@ impl Raw {
 
     /// A directory entry with the right length and checksum for `bytes`
     /// placed at `offset` (data grows to hold it).
-    pub fn tensor(mut self, name: &str, dtype: DType, shape: &[u64], offset: u64, bytes: &[u8]) -> Raw {
+    pub fn tensor(
+        mut self,
+        name: &str,
+        dtype: DType,
+        shape: &[u64],
+        offset: u64,
+        bytes: &[u8],
+    ) -> Raw {
         let end = offset as usize + bytes.len();
         if self.data.len() < end {
             self.data.resize(end, 0);
         }
         self.data[offset as usize..end].copy_from_slice(bytes);
-        let e = DirEntry::new(name, dtype, shape, offset, bytes.len() as u64, layout::tensor_checksum(bytes));
+        let e = DirEntry::new(
+            name,
+            dtype,
+            shape,
+            offset,
+            bytes.len() as u64,
+            layout::tensor_checksum(bytes),
+        );
         self.entry(e)
     }
 
