@@ -1,6 +1,7 @@
 //! Quantizers: f32 rows to stored rows of every weight dtype.
 
 use crate::blocks::*;
+use bytemuck::Zeroable;
 use kompakt_format::DType;
 
 /// Quantizes one row `src` (`cols` values) into `out` (the stored row).
@@ -49,8 +50,409 @@ pub fn quantize_row(dtype: DType, src: &[f32], importance: Option<&[f32]>, out: 
     }
 }
 
-/// Quantizes one block minimising `sum w[i] * (x[i] - q[i])^2`.
+/// Quantizes one block minimising `sum w[i] * (x[i] - deq[i])^2`.
 pub fn quantize_block(dtype: DType, x: &[f32], w: &[f32], out: &mut [u8]) {
-    let _ = (x, w, out);
-    unimplemented!("{dtype}: quantizer not yet implemented")
+    match dtype {
+        DType::Q8_0 => quantize_q8_0(x, w, bytemuck::from_bytes_mut(out)),
+        DType::Q4K => quantize_q4k(x, w, bytemuck::from_bytes_mut(out)),
+        DType::Q3K => quantize_q3k(x, w, bytemuck::from_bytes_mut(out)),
+        DType::Q2K => quantize_q2k(x, w, bytemuck::from_bytes_mut(out)),
+        DType::IQ2 => quantize_iq2(x, w, bytemuck::from_bytes_mut(out)),
+        _ => unreachable!("{dtype} is not block-quantized"),
+    }
+}
+
+/// Uniform weights where a sub-block's weights sum to zero (padding, or
+/// channels the calibration never saw), so its values still get fitted.
+fn weights_or_ones<'a>(w: &'a [f32], ones: &'a [f32]) -> &'a [f32] {
+    if w.iter().sum::<f32>() > 0.0 {
+        w
+    } else {
+        &ones[..w.len()]
+    }
+}
+
+const ONES: [f32; QK_K] = [1.0; QK_K];
+
+fn wsse(x: &[f32], w: &[f32], f: impl Fn(usize) -> f32) -> f32 {
+    x.iter()
+        .zip(w)
+        .enumerate()
+        .map(|(i, (&v, &wt))| wt * (v - f(i)) * (v - f(i)))
+        .sum()
+}
+
+/// Symmetric fit `x ~ scale * l`, `l` in `-nmax..nmax`, weighted; searches
+/// the inverse scale around `-nmax / x[argmax |x|]` (ggml `make_qx_quants` idea).
+fn make_qx(x: &[f32], w: &[f32], nmax: i32) -> f32 {
+    let max = x
+        .iter()
+        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    if max == 0.0 {
+        return 0.0;
+    }
+    let (mut best, mut best_scale) = (-1f32, 0f32);
+    for is in -9..=9 {
+        let iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        let (mut sumlx, mut suml2) = (0f32, 0f32);
+        for (&v, &wt) in x.iter().zip(w) {
+            let l = (iscale * v).round().clamp(-nmax as f32, (nmax - 1) as f32);
+            sumlx += wt * v * l;
+            suml2 += wt * l * l;
+        }
+        if suml2 > 0.0 && sumlx * sumlx / suml2 > best {
+            best = sumlx * sumlx / suml2;
+            best_scale = sumlx / suml2;
+        }
+    }
+    best_scale
+}
+
+/// Asymmetric fit `x ~ scale * l - min`, `l` in `0..=nmax`, `min >= 0`,
+/// weighted least squares over a search of inverse scales (ggml
+/// `make_qkx2_quants` idea). Returns `(scale, min)`.
+fn make_qkx(x: &[f32], w: &[f32], nmax: i32) -> (f32, f32) {
+    let xmin = x.iter().fold(f32::INFINITY, |m, &v| m.min(v)).min(0.0);
+    let xmax = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    if xmax <= xmin {
+        return (0.0, -xmin);
+    }
+    let nm = nmax as f32;
+    let sw: f32 = w.iter().sum();
+    let sx: f32 = x.iter().zip(w).map(|(a, b)| a * b).sum();
+    let err_of = |scale: f32, minv: f32| -> f32 {
+        let is = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+        wsse(x, w, |i| {
+            scale * ((x[i] - minv) * is).round().clamp(0.0, nm) + minv
+        })
+    };
+    let mut best = ((xmax - xmin) / nm, xmin);
+    let mut best_err = err_of(best.0, best.1);
+    for is in 0..=24 {
+        let iscale = (nm - 1.0 + 0.1 * is as f32) / (xmax - xmin);
+        let (mut sl, mut sl2, mut sxl) = (0f32, 0f32, 0f32);
+        for (&v, &wt) in x.iter().zip(w) {
+            let l = (iscale * (v - xmin)).round().clamp(0.0, nm);
+            sl += wt * l;
+            sl2 += wt * l * l;
+            sxl += wt * v * l;
+        }
+        let det = sw * sl2 - sl * sl;
+        if det <= 0.0 {
+            continue;
+        }
+        let mut scale = (sw * sxl - sx * sl) / det;
+        let mut minv = (sl2 * sx - sl * sxl) / det;
+        if minv > 0.0 {
+            minv = 0.0;
+            scale = sxl / sl2;
+        }
+        if scale <= 0.0 {
+            continue;
+        }
+        let e = err_of(scale, minv);
+        if e < best_err {
+            best_err = e;
+            best = (scale, minv);
+        }
+    }
+    (best.0, -best.1)
+}
+
+/// Round-to-nearest of `v` onto `n` levels with the code `max` (0..=max).
+#[inline]
+fn q_near(v: f32, max: f32) -> u8 {
+    v.round().clamp(0.0, max) as u8
+}
+
+fn quantize_q8_0(x: &[f32], w: &[f32], b: &mut BlockQ8_0) {
+    // Without importance: plain absmax / 127 (exactly stable under
+    // requantization); with it, also a few smaller scales.
+    let weighted = w.iter().any(|&v| v != w[0]);
+    let w = weights_or_ones(w, &ONES);
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if amax == 0.0 {
+        *b = BlockQ8_0::zeroed();
+        return;
+    }
+    let mut best = (f32::INFINITY, 0f32);
+    for k in 0..if weighted { 8 } else { 1 } {
+        let d = f16_le(to_f16_le(amax / (127.0 - 0.5 * k as f32)));
+        let e = wsse(x, w, |i| d * (x[i] / d).round().clamp(-127.0, 127.0));
+        if e < best.0 {
+            best = (e, d);
+        }
+    }
+    let d = best.1;
+    b.d = to_f16_le(d);
+    for (q, v) in b.qs.iter_mut().zip(x) {
+        *q = (v / d).round().clamp(-127.0, 127.0) as i8;
+    }
+}
+
+/// Quantizes non-negative sub-scales to `bits` with one super-scale.
+fn super_scale(v: &[f32], max_code: f32) -> (f32, Vec<u8>) {
+    let m = v.iter().fold(0f32, |a, &b| a.max(b));
+    if m <= 0.0 {
+        return (0.0, vec![0; v.len()]);
+    }
+    let d = f16_le(to_f16_le(m / max_code));
+    if d == 0.0 {
+        return (0.0, vec![0; v.len()]);
+    }
+    (d, v.iter().map(|&s| q_near(s / d, max_code)).collect())
+}
+
+fn quantize_q4k(x: &[f32], w: &[f32], b: &mut BlockQ4K) {
+    let mut sc = [0f32; 8];
+    let mut mn = [0f32; 8];
+    for j in 0..8 {
+        let r = 32 * j..32 * j + 32;
+        let wj = weights_or_ones(&w[r.clone()], &ONES);
+        (sc[j], mn[j]) = make_qkx(&x[r], wj, 15);
+    }
+    let (d, qsc) = super_scale(&sc, 63.0);
+    let (dm, qmn) = super_scale(&mn, 63.0);
+    let mut packed = [0u8; 16];
+    packed[..8].copy_from_slice(&qsc);
+    packed[8..].copy_from_slice(&qmn);
+    b.d = to_f16_le(d);
+    b.dmin = to_f16_le(dm);
+    b.scales = pack_6bit16(&packed);
+    b.qs = [0; 128];
+    for j in 0..8 {
+        let (s, m) = (d * qsc[j] as f32, dm * qmn[j] as f32);
+        let is = if s > 0.0 { 1.0 / s } else { 0.0 };
+        let (g, sh) = (j / 2, 4 * (j % 2));
+        for i in 0..32 {
+            let q = q_near((x[32 * j + i] + m) * is, 15.0);
+            b.qs[32 * g + i] |= q << sh;
+        }
+    }
+}
+
+fn quantize_q3k(x: &[f32], w: &[f32], b: &mut BlockQ3K) {
+    let mut sc = [0f32; 16];
+    for j in 0..16 {
+        let r = 16 * j..16 * j + 16;
+        sc[j] = make_qx(&x[r.clone()], weights_or_ones(&w[r], &ONES), 4);
+    }
+    let max = sc
+        .iter()
+        .fold(0f32, |m, &v| if v.abs() > m.abs() { v } else { m });
+    *b = BlockQ3K::zeroed();
+    if max == 0.0 {
+        b.scales = pack_6bit16(&[32; 16]);
+        return;
+    }
+    let d = f16_le(to_f16_le(-max / 32.0));
+    let qs: [i8; 16] = core::array::from_fn(|j| {
+        if d != 0.0 {
+            (sc[j] / d).round().clamp(-32.0, 31.0) as i8
+        } else {
+            0
+        }
+    });
+    b.d = to_f16_le(d);
+    b.scales = pack_6bit16(&core::array::from_fn(|j| (qs[j] + 32) as u8));
+    for wi in 0..QK_K {
+        let s = d * qs[wi / 16] as f32;
+        let l = if s != 0.0 {
+            (x[wi] / s).round().clamp(-4.0, 3.0) as i32 + 4
+        } else {
+            4
+        } as u8;
+        let (g, k, i) = (wi / 128, (wi % 128) / 32, wi % 32);
+        b.ql[32 * g + i] |= (l & 3) << (2 * k);
+        b.qh[wi % 32] |= ((l >> 2) & 1) << (wi / 32);
+    }
+}
+
+fn quantize_q2k(x: &[f32], w: &[f32], b: &mut BlockQ2K) {
+    let mut sc = [0f32; 16];
+    let mut mn = [0f32; 16];
+    for j in 0..16 {
+        let r = 16 * j..16 * j + 16;
+        let wj = weights_or_ones(&w[r.clone()], &ONES);
+        (sc[j], mn[j]) = make_qkx(&x[r], wj, 3);
+    }
+    let (d, qsc) = super_scale(&sc, 15.0);
+    let (dm, qmn) = super_scale(&mn, 15.0);
+    *b = BlockQ2K::zeroed();
+    b.d = to_f16_le(d);
+    b.dmin = to_f16_le(dm);
+    for j in 0..16 {
+        b.scales[j] = qsc[j] | (qmn[j] << 4);
+    }
+    for wi in 0..QK_K {
+        let j = wi / 16;
+        let (s, m) = (d * qsc[j] as f32, dm * qmn[j] as f32);
+        let l = if s > 0.0 {
+            q_near((x[wi] + m) / s, 3.0)
+        } else {
+            0
+        };
+        let (g, k, i) = (wi / 128, (wi % 128) / 32, wi % 32);
+        b.qs[32 * g + i] |= l << (2 * k);
+    }
+}
+
+/// Reverse map of the IQ2 grid: base-3 lattice index (levels 1,3,5 -> 0,1,2,
+/// element 0 most significant) to grid index, or -1.
+fn iq2_reverse() -> &'static [i16; 6561] {
+    static REV: std::sync::OnceLock<Box<[i16; 6561]>> = std::sync::OnceLock::new();
+    REV.get_or_init(|| {
+        let mut r = Box::new([-1i16; 6561]);
+        for (gi, &e) in crate::iq2_grid::GRID.iter().enumerate() {
+            let mut v = 0usize;
+            for k in 0..8 {
+                v = v * 3 + (((e >> (8 * k)) & 0xFF) as usize - 1) / 2;
+            }
+            r[v] = gi as i16;
+        }
+        r
+    })
+}
+
+/// Best (grid index, sign bits, error) for one group of 8 at scale `s > 0`.
+fn iq2_group(x: &[f32], w: &[f32], s: f32) -> (u16, u16, f32) {
+    let is = 1.0 / s;
+    let t: [f32; 8] = core::array::from_fn(|k| x[k].abs() * is);
+    let mut neg = 0u8;
+    for k in 0..8 {
+        if x[k] < 0.0 {
+            neg |= 1 << k;
+        }
+    }
+    // Odd parity: the element with the smallest weighted magnitude gets the
+    // wrong sign; it is then best coded with magnitude 1.
+    let odd = neg.count_ones() % 2 == 1;
+    let flip = if odd {
+        (0..8)
+            .min_by(|&a, &b| (w[a] * t[a]).total_cmp(&(w[b] * t[b])))
+            .unwrap_or(0)
+    } else {
+        8
+    };
+    let signs = if odd { neg ^ (1 << flip) } else { neg };
+    let err_of = |gi: usize| -> f32 {
+        let mut e = 0f32;
+        for k in 0..8 {
+            let c = crate::iq2_grid::grid_value(gi, k) as f32;
+            let tk = if k == flip { -t[k] } else { t[k] };
+            e += w[k] * (tk - c) * (tk - c);
+        }
+        e
+    };
+    let mut v = 0usize;
+    for k in 0..8 {
+        let lvl = if k == flip {
+            0
+        } else {
+            ((t[k] + 1.0) * 0.5).floor().clamp(0.0, 2.0) as usize
+        };
+        v = v * 3 + lvl;
+    }
+    let gi = iq2_reverse()[v];
+    let best = if gi >= 0 {
+        gi as usize
+    } else {
+        let mut best = (f32::INFINITY, 0usize);
+        for g in 0..512 {
+            let e = err_of(g);
+            if e < best.0 {
+                best = (e, g);
+            }
+        }
+        best.1
+    };
+    (best as u16, (signs & 0x7F) as u16, err_of(best) * s * s)
+}
+
+/// Codes a sub-block of 32 at scale `s`; returns the weighted error.
+fn iq2_sub(x: &[f32], w: &[f32], s: f32, codes: &mut [u16; 4]) -> f32 {
+    if s <= 0.0 {
+        *codes = [0; 4];
+        return wsse(x, w, |_| 0.0);
+    }
+    let mut e = 0f32;
+    for g in 0..4 {
+        let (gi, sg, eg) = iq2_group(&x[8 * g..8 * g + 8], &w[8 * g..8 * g + 8], s);
+        codes[g] = gi | (sg << 9);
+        e += eg;
+    }
+    e
+}
+
+/// Least-squares scale for fixed codes.
+fn iq2_refit(x: &[f32], w: &[f32], codes: &[u16; 4]) -> f32 {
+    let (mut num, mut den) = (0f32, 0f32);
+    for g in 0..4 {
+        let sg = crate::iq2_grid::sign_bits8(codes[g] >> 9);
+        for k in 0..8 {
+            let c = crate::iq2_grid::grid_value((codes[g] & 511) as usize, k) as f32;
+            let c = if (sg >> k) & 1 == 1 { -c } else { c };
+            num += w[8 * g + k] * x[8 * g + k] * c;
+            den += w[8 * g + k] * c * c;
+        }
+    }
+    if den > 0.0 {
+        num / den
+    } else {
+        0.0
+    }
+}
+
+fn quantize_iq2(x: &[f32], w: &[f32], b: &mut BlockIQ2) {
+    let mut sub_s = [0f32; 8];
+    for j in 0..8 {
+        let r = 32 * j..32 * j + 32;
+        let (xs, ws) = (&x[r.clone()], weights_or_ones(&w[r], &ONES));
+        let sw: f32 = ws.iter().sum();
+        let rms = (xs.iter().zip(ws).map(|(v, wt)| wt * v * v).sum::<f32>() / sw).sqrt();
+        if rms == 0.0 {
+            continue;
+        }
+        let mut codes = [0u16; 4];
+        let mut best = (f32::INFINITY, 0f32);
+        for k in 0..8 {
+            let s = rms * (0.30 + 0.05 * k as f32);
+            let e = iq2_sub(xs, ws, s, &mut codes);
+            if e < best.0 {
+                best = (e, s);
+            }
+        }
+        iq2_sub(xs, ws, best.1, &mut codes);
+        let s2 = iq2_refit(xs, ws, &codes);
+        if s2 > 0.0 && iq2_sub(xs, ws, s2, &mut codes) < best.0 {
+            best.1 = s2;
+        }
+        sub_s[j] = best.1;
+    }
+    *b = BlockIQ2::zeroed();
+    let max = sub_s.iter().fold(0f32, |m, &v| m.max(v));
+    if max == 0.0 {
+        return;
+    }
+    let d = f16_le(to_f16_le(max));
+    b.d = to_f16_le(d);
+    for j in 0..8 {
+        let r = 32 * j..32 * j + 32;
+        let (xs, ws) = (&x[r.clone()], weights_or_ones(&w[r], &ONES));
+        // Pick the 4-bit code with the smallest error among the two nearest.
+        let t = sub_s[j] * 16.0 / d - 1.0;
+        let mut best = (f32::INFINITY, 0u8, [0u16; 4]);
+        for q in [t.floor(), t.ceil()] {
+            let q = q.clamp(0.0, 15.0) as u8;
+            let mut codes = [0u16; 4];
+            let e = iq2_sub(xs, ws, d * (q as f32 + 1.0) / 16.0, &mut codes);
+            if e < best.0 {
+                best = (e, q, codes);
+            }
+        }
+        b.scales[j / 2] |= best.1 << (4 * (j % 2));
+        for g in 0..4 {
+            b.qs[8 * j + 2 * g..8 * j + 2 * g + 2].copy_from_slice(&best.2[g].to_le_bytes());
+        }
+    }
 }
