@@ -2,8 +2,11 @@
 //! three features). Integer dot products follow ggml's AVX2 scheme:
 //! `maddubs` (u8 x i8 -> i16 pairs), `madd` with the sub-scales -> i32.
 
+use crate::blocks::*;
+use crate::iq2_grid::{GRID, SIGNS};
 use crate::scalar;
 use crate::table::KernelTable;
+use bytemuck::cast_slice;
 use std::arch::x86_64::*;
 
 pub static TABLE: KernelTable = KernelTable {
@@ -13,12 +16,12 @@ pub static TABLE: KernelTable = KernelTable {
     row_f32,
     row_f16,
     row_bf16,
-    row_q8_0: scalar::row_q8_0,
-    row_q4k: scalar::row_q4k,
-    row_q3k: scalar::row_q3k,
-    row_q2k: scalar::row_q2k,
-    row_iq2: scalar::row_iq2,
-    quantize_q8k: scalar::quantize_q8k,
+    row_q8_0,
+    row_q4k,
+    row_q3k,
+    row_q2k,
+    row_iq2,
+    quantize_q8k,
 };
 
 #[inline]
@@ -30,7 +33,6 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-#[allow(dead_code)]
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn hsum_i32(v: __m256i) -> i32 {
@@ -195,4 +197,348 @@ pub fn row_f16(row: &[u8], x: &[&[f32]], out: &mut [f32]) {
 }
 pub fn row_bf16(row: &[u8], x: &[&[f32]], out: &mut [f32]) {
     rows_plain_dispatch::<2>(row, x, out)
+}
+
+macro_rules! row_q8 {
+    ($name:ident, $imp:ident) => {
+        pub fn $name(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
+            for (ac, oc) in a.chunks(4).zip(out.chunks_mut(4)) {
+                // SAFETY: this table is installed only when avx2, fma and f16c were detected.
+                unsafe {
+                    match ac.len() {
+                        1 => $imp::<1>(row, ac, oc),
+                        2 => $imp::<2>(row, ac, oc),
+                        3 => $imp::<3>(row, ac, oc),
+                        _ => $imp::<4>(row, ac, oc),
+                    }
+                }
+            }
+        }
+    };
+}
+
+row_q8!(row_q8_0, q8_0_impl);
+row_q8!(row_q4k, q4k_impl);
+row_q8!(row_q3k, q3k_impl);
+row_q8!(row_q2k, q2k_impl);
+row_q8!(row_iq2, iq2_impl);
+
+/// Checks that every activation row covers `nb` super-blocks.
+fn check_acts(a: &[&[BlockQ8K]], nb: usize, nr: usize, out: &[f32]) {
+    assert!(a.len() == nr && out.len() == nr);
+    for ar in a {
+        assert!(
+            ar.len() >= nb,
+            "activation row has {} blocks, need {nb}",
+            ar.len()
+        );
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn loadu(p: *const i8) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes at p.
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
+    let blocks: &[BlockQ8_0] = cast_slice(row);
+    check_acts(a, blocks.len().div_ceil(8), NR, out);
+    let mut acc = [_mm256_setzero_ps(); NR];
+    for (k, b) in blocks.iter().enumerate() {
+        let (ab, off) = (k / 8, 32 * (k % 8));
+        // SAFETY: b.qs has 32 bytes; activation block ab exists (checked) and off+32 <= 256.
+        unsafe {
+            let w = loadu(b.qs.as_ptr());
+            let aw = _mm256_sign_epi8(w, w);
+            let d = f16_le(b.d);
+            for r in 0..NR {
+                let blk = a[r].get_unchecked(ab);
+                let x = loadu(blk.qs.as_ptr().add(off));
+                let p = _mm256_madd_epi16(
+                    _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)),
+                    _mm256_set1_epi16(1),
+                );
+                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * blk.d), _mm256_cvtepi32_ps(p), acc[r]);
+            }
+        }
+    }
+    for r in 0..NR {
+        out[r] = hsum(acc[r]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
+    let blocks: &[BlockQ4K] = cast_slice(row);
+    check_acts(a, blocks.len(), NR, out);
+    let m4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [_mm256_setzero_ps(); NR];
+    let mut accm = [0f32; NR];
+    for (bi, b) in blocks.iter().enumerate() {
+        let (sc, mn) = unpack_6bit16(&b.scales);
+        let scb = sc.to_le_bytes();
+        // Mins duplicated per 16 to pair with bsums: [m0,m0,m1,m1,..].
+        let mnv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(
+            _mm_cvtsi64_si128(mn as i64),
+            _mm_cvtsi64_si128(mn as i64),
+        ));
+        let (d, dmin) = (f16_le(b.d), f16_le(b.dmin));
+        let mut acci = [_mm256_setzero_si256(); NR];
+        for g in 0..4 {
+            // SAFETY: qs has 128 bytes, 32*g+32 <= 128.
+            let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * g) as *const __m256i) };
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            let s0 = _mm256_set1_epi16(scb[2 * g] as i16);
+            let s1 = _mm256_set1_epi16(scb[2 * g + 1] as i16);
+            for r in 0..NR {
+                // SAFETY: block bi exists in every activation row (checked); 64g+64 <= 256.
+                unsafe {
+                    let blk = a[r].get_unchecked(bi);
+                    let x0 = loadu(blk.qs.as_ptr().add(64 * g));
+                    let x1 = loadu(blk.qs.as_ptr().add(64 * g + 32));
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, x0), s0);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, x1), s1);
+                    acci[r] = _mm256_add_epi32(acci[r], _mm256_add_epi32(p0, p1));
+                }
+            }
+        }
+        for r in 0..NR {
+            // SAFETY: block bi exists (checked); bsums is 16 i16 = 32 bytes.
+            let blk = unsafe { a[r].get_unchecked(bi) };
+            let bs = unsafe { _mm256_loadu_si256(blk.bsums.as_ptr() as *const __m256i) };
+            let msum = hsum_i32(_mm256_madd_epi16(bs, mnv));
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(d * blk.d),
+                _mm256_cvtepi32_ps(acci[r]),
+                acc[r],
+            );
+            accm[r] += dmin * blk.d * msum as f32;
+        }
+    }
+    for r in 0..NR {
+        out[r] = hsum(acc[r]) - accm[r];
+    }
+}
+
+/// `[s[2p] x8 | s[2p+1] x8]` as i16 for the 4 pairs of 16-weight sub-blocks
+/// in one 128-weight group `g`: index `4g + k` covers sub-blocks `8g+2k`, `8g+2k+1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pair_scales(s: &[i16; 16]) -> [__m256i; 8] {
+    core::array::from_fn(|p| {
+        _mm256_set_m128i(_mm_set1_epi16(s[2 * p + 1]), _mm_set1_epi16(s[2 * p]))
+    })
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
+    let blocks: &[BlockQ3K] = cast_slice(row);
+    check_acts(a, blocks.len(), NR, out);
+    let m3 = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    let mut acc = [_mm256_setzero_ps(); NR];
+    for (bi, b) in blocks.iter().enumerate() {
+        let sc = scalar::q3k_scales(b);
+        let sc16: [i16; 16] = core::array::from_fn(|j| sc[j] as i16);
+        let scv = pair_scales(&sc16);
+        // SAFETY: sc16 is 32 bytes.
+        let scall = unsafe { _mm256_loadu_si256(sc16.as_ptr() as *const __m256i) };
+        let d = f16_le(b.d);
+        // SAFETY: qh is 32 bytes.
+        let qh = unsafe { _mm256_loadu_si256(b.qh.as_ptr() as *const __m256i) };
+        let mut acci = [_mm256_setzero_si256(); NR];
+        for g in 0..2 {
+            // SAFETY: ql has 64 bytes, 32g+32 <= 64.
+            let ql = unsafe { _mm256_loadu_si256(b.ql.as_ptr().add(32 * g) as *const __m256i) };
+            for k in 0..4 {
+                let lo =
+                    _mm256_and_si256(_mm256_srlv_epi64(ql, _mm256_set1_epi64x(2 * k as i64)), m3);
+                let hb = _mm256_and_si256(
+                    _mm256_srlv_epi64(qh, _mm256_set1_epi64x((4 * g + k) as i64)),
+                    one,
+                );
+                let q = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 2));
+                for r in 0..NR {
+                    // SAFETY: block bi exists (checked); 128g+32k+32 <= 256.
+                    unsafe {
+                        let blk = a[r].get_unchecked(bi);
+                        let x = loadu(blk.qs.as_ptr().add(128 * g + 32 * k));
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv[4 * g + k]);
+                        acci[r] = _mm256_add_epi32(acci[r], p);
+                    }
+                }
+            }
+        }
+        for r in 0..NR {
+            // SAFETY: block bi exists (checked); bsums is 32 bytes.
+            let blk = unsafe { a[r].get_unchecked(bi) };
+            let bs = unsafe { _mm256_loadu_si256(blk.bsums.as_ptr() as *const __m256i) };
+            let corr = _mm256_slli_epi32(_mm256_madd_epi16(bs, scall), 2);
+            let t = _mm256_sub_epi32(acci[r], corr);
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * blk.d), _mm256_cvtepi32_ps(t), acc[r]);
+        }
+    }
+    for r in 0..NR {
+        out[r] = hsum(acc[r]);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q2k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
+    let blocks: &[BlockQ2K] = cast_slice(row);
+    check_acts(a, blocks.len(), NR, out);
+    let m3 = _mm256_set1_epi8(3);
+    let mut acc = [_mm256_setzero_ps(); NR];
+    let mut accm = [0f32; NR];
+    for (bi, b) in blocks.iter().enumerate() {
+        let sc16: [i16; 16] = core::array::from_fn(|j| (b.scales[j] & 15) as i16);
+        let mn16: [i16; 16] = core::array::from_fn(|j| (b.scales[j] >> 4) as i16);
+        let scv = pair_scales(&sc16);
+        // SAFETY: mn16 is 32 bytes.
+        let mnv = unsafe { _mm256_loadu_si256(mn16.as_ptr() as *const __m256i) };
+        let (d, dmin) = (f16_le(b.d), f16_le(b.dmin));
+        let mut acci = [_mm256_setzero_si256(); NR];
+        for g in 0..2 {
+            // SAFETY: qs has 64 bytes, 32g+32 <= 64.
+            let qv = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * g) as *const __m256i) };
+            for k in 0..4 {
+                let q =
+                    _mm256_and_si256(_mm256_srlv_epi64(qv, _mm256_set1_epi64x(2 * k as i64)), m3);
+                for r in 0..NR {
+                    // SAFETY: block bi exists (checked); 128g+32k+32 <= 256.
+                    unsafe {
+                        let blk = a[r].get_unchecked(bi);
+                        let x = loadu(blk.qs.as_ptr().add(128 * g + 32 * k));
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv[4 * g + k]);
+                        acci[r] = _mm256_add_epi32(acci[r], p);
+                    }
+                }
+            }
+        }
+        for r in 0..NR {
+            // SAFETY: block bi exists (checked); bsums is 32 bytes.
+            let blk = unsafe { a[r].get_unchecked(bi) };
+            let bs = unsafe { _mm256_loadu_si256(blk.bsums.as_ptr() as *const __m256i) };
+            let msum = hsum_i32(_mm256_madd_epi16(bs, mnv));
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(d * blk.d),
+                _mm256_cvtepi32_ps(acci[r]),
+                acc[r],
+            );
+            accm[r] += dmin * blk.d * msum as f32;
+        }
+    }
+    for r in 0..NR {
+        out[r] = hsum(acc[r]) - accm[r];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq2_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
+    let blocks: &[BlockIQ2] = cast_slice(row);
+    check_acts(a, blocks.len(), NR, out);
+    let mut acc = [_mm256_setzero_ps(); NR];
+    for (bi, b) in blocks.iter().enumerate() {
+        let d = f16_le(b.d) * (1.0 / 16.0);
+        let mut acci = [_mm256_setzero_si256(); NR];
+        for j in 0..8 {
+            let c: [u16; 4] = core::array::from_fn(|g| b.code(4 * j + g));
+            let gv = _mm256_set_epi64x(
+                GRID[(c[3] & 511) as usize] as i64,
+                GRID[(c[2] & 511) as usize] as i64,
+                GRID[(c[1] & 511) as usize] as i64,
+                GRID[(c[0] & 511) as usize] as i64,
+            );
+            let sv = _mm256_set_epi64x(
+                SIGNS[(c[3] >> 9) as usize] as i64,
+                SIGNS[(c[2] >> 9) as usize] as i64,
+                SIGNS[(c[1] >> 9) as usize] as i64,
+                SIGNS[(c[0] >> 9) as usize] as i64,
+            );
+            let s = _mm256_set1_epi16(((b.scales[j / 2] >> (4 * (j % 2))) & 15) as i16 + 1);
+            for r in 0..NR {
+                // SAFETY: block bi exists (checked); 32j+32 <= 256.
+                unsafe {
+                    let blk = a[r].get_unchecked(bi);
+                    let x = _mm256_sign_epi8(loadu(blk.qs.as_ptr().add(32 * j)), sv);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(gv, x), s);
+                    acci[r] = _mm256_add_epi32(acci[r], p);
+                }
+            }
+        }
+        for r in 0..NR {
+            // SAFETY: block bi exists (checked).
+            let blk = unsafe { a[r].get_unchecked(bi) };
+            acc[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(d * blk.d),
+                _mm256_cvtepi32_ps(acci[r]),
+                acc[r],
+            );
+        }
+    }
+    for r in 0..NR {
+        out[r] = hsum(acc[r]);
+    }
+}
+
+pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
+    // SAFETY: this table is installed only when avx2, fma and f16c were detected.
+    unsafe { quantize_q8k_impl(x, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8k_impl(x: &[f32], out: &mut [BlockQ8K]) {
+    let full = x.len() / QK_K;
+    let absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+    for (bi, b) in out.iter_mut().enumerate() {
+        if bi >= full {
+            scalar::quantize_q8k(&x[(bi * QK_K).min(x.len())..], core::slice::from_mut(b));
+            continue;
+        }
+        let p = x[bi * QK_K..].as_ptr();
+        // SAFETY: block bi is full: 256 floats readable at p; stores stay inside b.qs (256 bytes).
+        unsafe {
+            let mut mx = _mm256_setzero_ps();
+            for i in 0..32 {
+                mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(p.add(8 * i)), absmask));
+            }
+            let amax = hsum_max(mx);
+            if amax == 0.0 {
+                *b = BlockQ8K::zeroed();
+                continue;
+            }
+            b.d = amax / 127.0;
+            let id = _mm256_set1_ps(127.0 / amax);
+            let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            for c in 0..8 {
+                let q: [__m256i; 4] = core::array::from_fn(|k| {
+                    let v = _mm256_mul_ps(_mm256_loadu_ps(p.add(32 * c + 8 * k)), id);
+                    _mm256_cvtps_epi32(_mm256_round_ps(
+                        v,
+                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+                    ))
+                });
+                let i0 = _mm256_packs_epi32(q[0], q[1]);
+                let i2 = _mm256_packs_epi32(q[2], q[3]);
+                let i0 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i0, i2), perm);
+                _mm256_storeu_si256(b.qs.as_mut_ptr().add(32 * c) as *mut __m256i, i0);
+            }
+        }
+        for j in 0..16 {
+            b.bsums[j] = b.qs[16 * j..16 * (j + 1)].iter().map(|&q| q as i16).sum();
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_max(v: __m256) -> f32 {
+    let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_max_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
 }
