@@ -57,6 +57,7 @@ fn weight_ref_checks_length() {
 #[test]
 fn isa_is_reported() {
     let isa = kernels().isa;
+    println!("kernel isa: {isa}");
     assert!(
         ["avx2", "neon", "neon+dotprod", "scalar"].contains(&isa),
         "{isa}"

@@ -1,0 +1,120 @@
+//! Shared measurement code for the criterion bench (`benches/matvec.rs`) and
+//! the markdown table printer (`src/bin/kernel-table.rs`).
+//!
+//! Weight values do not change kernel speed, so a full-size matrix is made by
+//! quantizing 64 random rows and repeating their bytes.
+
+use kompakt_kernels::{matmul, quantize, DType, WeightRef};
+use std::time::Instant;
+
+#[cfg(feature = "ggml")]
+pub mod ggml;
+
+/// The real Qwen2-Audio shapes `(name, rows = out, cols = in)`.
+pub const SHAPES: [(&str, usize, usize); 8] = [
+    ("attn 4096x4096", 4096, 4096),
+    ("ffn up 11008x4096", 11008, 4096),
+    ("ffn down 4096x11008", 4096, 11008),
+    ("enc attn 1280x1280", 1280, 1280),
+    ("enc fc1 5120x1280", 5120, 1280),
+    ("enc fc2 1280x5120", 1280, 5120),
+    ("lm_head 156032x4096", 156032, 4096),
+    ("lm_head 32000x4096", 32000, 4096),
+];
+
+pub const KTYPES: [DType; 5] = [DType::Q8_0, DType::Q4K, DType::Q3K, DType::Q2K, DType::IQ2];
+
+/// `KOMPAKT_BENCH_SHORT=1` or a `--short` argument.
+pub fn short_mode() -> bool {
+    std::env::var("KOMPAKT_BENCH_SHORT").is_ok_and(|v| v == "1")
+        || std::env::args().any(|a| a == "--short")
+}
+
+pub fn gaussian(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut u = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| ((-2.0 * u().ln()).sqrt() * (std::f64::consts::TAU * u()).cos()) as f32)
+        .collect()
+}
+
+/// Repeats the bytes of a 64-row sample to `rows` rows.
+pub fn tile_rows(sample: &[u8], sample_rows: usize, rows: usize) -> Vec<u8> {
+    let rb = sample.len() / sample_rows;
+    let mut out = Vec::with_capacity(rb * rows);
+    while out.len() < rb * rows {
+        let take = (rb * rows - out.len()).min(sample.len());
+        out.extend_from_slice(&sample[..take]);
+    }
+    out
+}
+
+/// A full-size kompakt weight of `dtype`.
+pub fn kompakt_weight(dtype: DType, rows: usize, cols: usize) -> Vec<u8> {
+    let s = 64.min(rows);
+    let q = quantize(dtype, &gaussian(1, s * cols), s, cols, None).expect("quantize");
+    tile_rows(&q, s, rows)
+}
+
+/// Best-of-`reps` seconds of `f` after one warm-up call, at least `min_s` total.
+pub fn time_best(mut f: impl FnMut(), reps: usize, min_s: f64) -> f64 {
+    f();
+    let mut best = f64::INFINITY;
+    let start = Instant::now();
+    let mut i = 0;
+    while i < reps || (start.elapsed().as_secs_f64() < min_s && i < 50 * reps) {
+        let t = Instant::now();
+        f();
+        best = best.min(t.elapsed().as_secs_f64());
+        i += 1;
+    }
+    best
+}
+
+/// Read bandwidth in GB/s: summing a `bytes`-long buffer (>> LLC) on `threads`.
+pub fn read_bandwidth(bytes: usize, threads: usize, reps: usize) -> f64 {
+    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let chunk = buf.len().div_ceil(threads);
+    let t = time_best(
+        || {
+            let s: u64 = pool.install(|| {
+                use rayon::prelude::*;
+                buf.par_chunks(chunk)
+                    .map(|c| {
+                        let mut acc = [0u64; 8];
+                        for v in c.chunks_exact(8) {
+                            for k in 0..8 {
+                                acc[k] = acc[k].wrapping_add(v[k]);
+                            }
+                        }
+                        acc.iter().fold(0u64, |a, b| a.wrapping_add(*b))
+                    })
+                    .reduce(|| 0, |a, b| a.wrapping_add(b))
+            });
+            std::hint::black_box(s);
+        },
+        reps,
+        0.3,
+    );
+    bytes as f64 / t / 1e9
+}
+
+/// Seconds per `matmul` of `w` with `n` activation rows on `threads`.
+pub fn kompakt_matmul_secs(w: &WeightRef, n: usize, threads: usize, reps: usize) -> f64 {
+    let x = gaussian(2, n * w.cols);
+    let mut y = vec![0f32; n * w.rows];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| time_best(|| matmul(w, &x, n, &mut y), reps, 0.2))
+}
