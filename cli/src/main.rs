@@ -1,10 +1,16 @@
 //! `kompakt`: convert, inspect, translate and benchmark `.kpk` models.
 use clap::{Parser, Subcommand};
 
+mod convert;
 mod inspect;
+mod translate;
 
 #[derive(Parser)]
-#[command(name = "kompakt", version, about = "Compress Qwen2-Audio into one small file and run it")]
+#[command(
+    name = "kompakt",
+    version,
+    about = "Compress Qwen2-Audio into one small file and run it"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -12,14 +18,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a Hugging Face Qwen2-Audio checkpoint into a .kpk file
+    Convert(convert::ConvertArgs),
     /// Summarise a .kpk file: size, parameters, bits per weight, size bin
     Inspect(inspect::InspectArgs),
+    /// Translate English speech (WAV files) into German or Chinese text
+    Translate(translate::TranslateArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Translate(args) => translate::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -1,1 +1,9 @@
-//! (work in progress)
+//! kompakt's converter: Hugging Face Qwen2-Audio checkpoints to `.kpk`.
+pub mod checkpoint;
+pub mod convert;
+pub mod error;
+pub mod hparams;
+pub mod mapping;
+
+pub use convert::{convert, ConvertOptions, ConvertSummary, Progress, PromptStyle};
+pub use error::{ConvertError, Result};

@@ -1,0 +1,391 @@
+//! Checkpoint to `.kpk`: reads tensors one window at a time, converts them in
+//! parallel, streams them into the writer in file order, and records the
+//! hyperparameters, tokenizer, mel filterbank, prompts and provenance.
+use std::path::{Path, PathBuf};
+
+use kompakt_format::{DType, KpkWriter, MetaValue, Metadata};
+use rayon::prelude::*;
+use serde_json::Value;
+
+use crate::checkpoint::{read_json, Checkpoint};
+use crate::error::{ConvertError, Result};
+use crate::hparams::HParams;
+use crate::mapping::{self, Component, Role, TensorSpec};
+
+/// Prompt format stored in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptStyle {
+    /// Qwen2-Audio-Instruct chat template.
+    Chat,
+    /// Base model: audio then the instruction.
+    Base,
+}
+
+/// What to convert and how.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    pub checkpoint: PathBuf,
+    pub out: PathBuf,
+    /// Dtype of linear layers, embeddings and lm_head.
+    pub dtype: DType,
+    /// `None` = chat if the tokenizer has a chat template, else base.
+    pub prompt_style: Option<PromptStyle>,
+    pub name: Option<String>,
+}
+
+/// Progress of a conversion.
+#[derive(Clone, Debug)]
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub tensor: &'a str,
+}
+
+/// What a finished conversion wrote.
+#[derive(Clone, Debug)]
+pub struct ConvertSummary {
+    pub path: PathBuf,
+    pub file_size: u64,
+    pub tensors: usize,
+    pub params: u64,
+}
+
+/// Instruction per target language.
+pub const INSTRUCTIONS: [(&str, &str); 2] = [
+    ("de", "Translate the English speech into German:"),
+    ("zh", "Translate the English speech into Chinese:"),
+];
+
+/// The full prompt for `instruction` in `style`.
+pub fn prompt_template(style: PromptStyle, instruction: &str) -> String {
+    match style {
+        PromptStyle::Chat => format!(
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nAudio 1: \
+             <|audio_bos|><|AUDIO|><|audio_eos|>\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
+        ),
+        PromptStyle::Base => format!("<|audio_bos|><|AUDIO|><|audio_eos|>{instruction}"),
+    }
+}
+
+fn put(meta: &mut Metadata, key: &str, v: MetaValue) -> Result<()> {
+    meta.insert(key, v)?;
+    Ok(())
+}
+
+/// Special token ids found in `tokenizer.json`'s added tokens.
+fn special_ids(tokenizer: &Value) -> Result<std::collections::HashMap<String, u64>> {
+    let added = tokenizer
+        .get("added_tokens")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ConvertError::Tokenizer("tokenizer.json has no `added_tokens`".into()))?;
+    Ok(added
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.get("content")?.as_str()?.to_string(),
+                t.get("id")?.as_u64()?,
+            ))
+        })
+        .collect())
+}
+
+fn to_bytes(dtype: DType, data: &[f32], shape: &[usize], name: &str) -> Result<Vec<u8>> {
+    Ok(match dtype {
+        DType::F32 => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F16 => data
+            .iter()
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect(),
+        DType::BF16 => data
+            .iter()
+            .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
+            .collect(),
+        q if q.is_quantized() => {
+            let cols = *shape.last().unwrap_or(&1);
+            let rows = data.len() / cols.max(1);
+            kompakt_kernels::quantize(q, data, rows, cols, None).map_err(|e| {
+                ConvertError::Quantize {
+                    name: name.to_string(),
+                    msg: e.to_string(),
+                }
+            })?
+        }
+        other => {
+            return Err(ConvertError::Option(format!(
+                "dtype {other} cannot hold weights"
+            )))
+        }
+    })
+}
+
+/// The dtype a tensor of `role` is stored in when weights go to `target`.
+pub fn dtype_for(role: Role, target: DType) -> DType {
+    match role {
+        Role::Vector => DType::F32,
+        Role::Float if target.is_quantized() => DType::F16,
+        _ => target,
+    }
+}
+
+/// Converts a checkpoint. `progress` may return false to cancel (the partial
+/// output is removed).
+pub fn convert(
+    opts: &ConvertOptions,
+    progress: &mut dyn FnMut(Progress<'_>) -> bool,
+) -> Result<ConvertSummary> {
+    if matches!(opts.dtype, DType::U8 | DType::I32) {
+        return Err(ConvertError::Option(format!(
+            "--dtype {} cannot hold weights",
+            opts.dtype
+        )));
+    }
+    let ckpt = Checkpoint::open(&opts.checkpoint)?;
+    let hp = HParams::from_config(&ckpt.config)?;
+    let enc_layers: Vec<usize> = (0..hp.enc_layers).collect();
+    let llm_layers: Vec<usize> = (0..hp.layers).collect();
+    let specs = mapping::tensors(&hp, &enc_layers, &llm_layers);
+    for s in &specs {
+        if !ckpt.has(&s.hf) {
+            return Err(ConvertError::MissingTensor {
+                name: s.hf.clone(),
+                looked_in: ckpt.shards().keys().cloned().collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+
+    let mut w = KpkWriter::create(&opts.out)?;
+    let meta = w.metadata_mut();
+    write_metadata(meta, opts, &ckpt, &hp, &specs)?;
+
+    let total = specs.len();
+    let window = rayon::current_num_threads().max(2);
+    let mut done = 0;
+    for chunk in specs.chunks(window) {
+        let converted: Vec<Result<(DType, Vec<u8>)>> = chunk
+            .par_iter()
+            .map(|s| {
+                let t = ckpt.read(&s.hf, &s.shape)?;
+                let dtype = dtype_for(s.role, opts.dtype);
+                Ok((dtype, to_bytes(dtype, &t.data, &s.shape, &s.hf)?))
+            })
+            .collect();
+        for (s, c) in chunk.iter().zip(converted) {
+            let (dtype, bytes) = c?;
+            let shape: Vec<u64> = s.shape.iter().map(|&d| d as u64).collect();
+            w.write_tensor(&s.kpk, dtype, &shape, &bytes)?;
+            done += 1;
+            if !progress(Progress {
+                done,
+                total,
+                tensor: &s.kpk,
+            }) {
+                return Err(ConvertError::Cancelled);
+            }
+        }
+    }
+    let summary = w.finish()?;
+    Ok(ConvertSummary {
+        path: opts.out.clone(),
+        file_size: summary.file_size,
+        tensors: total,
+        params: specs
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>() as u64)
+            .sum(),
+    })
+}
+
+fn write_metadata(
+    meta: &mut Metadata,
+    opts: &ConvertOptions,
+    ckpt: &Checkpoint,
+    hp: &HParams,
+    specs: &[TensorSpec],
+) -> Result<()> {
+    use MetaValue::*;
+    let dir: &Path = &ckpt.dir;
+    let dir_name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dir.display().to_string());
+    put(meta, "general.architecture", Str("qwen2_audio".into()))?;
+    put(
+        meta,
+        "general.name",
+        Str(opts.name.clone().unwrap_or_else(|| dir_name.clone())),
+    )?;
+
+    put(meta, "audio.sample_rate", U64(16000))?;
+    put(meta, "audio.n_fft", U64(400))?;
+    put(meta, "audio.hop_length", U64(160))?;
+    put(meta, "audio.chunk_length", U64(30))?;
+    put(meta, "audio.n_mels", U64(hp.n_mels as u64))?;
+    put(
+        meta,
+        "audio.mel_filters",
+        F32s(kompakt_audio::mel_filter_bank(
+            400, hp.n_mels, 16000, 0.0, 8000.0,
+        )),
+    )?;
+    put(meta, "audio.d_model", U64(hp.d_model as u64))?;
+    put(meta, "audio.n_layers", U64(hp.enc_layers as u64))?;
+    put(meta, "audio.n_heads", U64(hp.enc_heads as u64))?;
+    put(meta, "audio.ffn_dim", U64(hp.enc_ffn as u64))?;
+    put(
+        meta,
+        "audio.max_source_positions",
+        U64(hp.max_source_positions as u64),
+    )?;
+    put(meta, "audio.layer_norm_eps", F64(1e-5))?;
+
+    put(meta, "llm.hidden_size", U64(hp.hidden as u64))?;
+    put(meta, "llm.n_layers", U64(hp.layers as u64))?;
+    put(meta, "llm.n_heads", U64(hp.heads as u64))?;
+    put(meta, "llm.n_kv_heads", U64(hp.kv_heads as u64))?;
+    put(meta, "llm.head_dim", U64(hp.head_dim as u64))?;
+    put(meta, "llm.ffn_dim", U64(hp.ffn as u64))?;
+    put(meta, "llm.rms_norm_eps", F64(hp.rms_norm_eps))?;
+    put(meta, "llm.rope_theta", F64(hp.rope_theta))?;
+    put(
+        meta,
+        "llm.max_position_embeddings",
+        U64(hp.max_positions as u64),
+    )?;
+    put(meta, "llm.vocab_size", U64(hp.vocab as u64))?;
+
+    // Tokenizer and special tokens.
+    let tok_path = dir.join("tokenizer.json");
+    if !tok_path.exists() {
+        return Err(ConvertError::Tokenizer(format!(
+            "{} is missing (kompakt needs the Hugging Face fast tokenizer file)",
+            tok_path.display()
+        )));
+    }
+    let (tok, tok_bytes) = read_json(&tok_path)?;
+    let ids = special_ids(&tok)?;
+    let need = |t: &str| -> Result<u64> {
+        ids.get(t).copied().ok_or_else(|| {
+            ConvertError::Tokenizer(format!("special token {t} is not in tokenizer.json"))
+        })
+    };
+    let audio_id = need("<|AUDIO|>")?;
+    if let Some(cfg_id) = hp.audio_token_id {
+        if cfg_id != audio_id {
+            return Err(ConvertError::Tokenizer(format!(
+                "config.json says the audio token is {cfg_id} but the tokenizer has <|AUDIO|> = {audio_id}"
+            )));
+        }
+    }
+    kompakt_format::set_tokenizer_json(meta, &tok_bytes)?;
+    put(meta, "tokenizer.audio_token_id", U64(audio_id))?;
+    put(meta, "tokenizer.audio_bos_id", U64(need("<|audio_bos|>")?))?;
+    put(meta, "tokenizer.audio_eos_id", U64(need("<|audio_eos|>")?))?;
+    put(meta, "tokenizer.im_start_id", U64(need("<|im_start|>")?))?;
+    put(meta, "tokenizer.im_end_id", U64(need("<|im_end|>")?))?;
+    let gen_path = dir.join("generation_config.json");
+    let mut eos: Vec<i64> = Vec::new();
+    if gen_path.exists() {
+        let (g, _) = read_json(&gen_path)?;
+        match g.get("eos_token_id") {
+            Some(Value::Number(n)) => eos.extend(n.as_i64()),
+            Some(Value::Array(a)) => eos.extend(a.iter().filter_map(Value::as_i64)),
+            _ => {}
+        }
+    }
+    if eos.is_empty() {
+        eos = vec![need("<|im_end|>")? as i64, need("<|endoftext|>")? as i64];
+    }
+    put(meta, "tokenizer.eos_ids", I64s(eos))?;
+
+    // Prompts.
+    let style = match opts.prompt_style {
+        Some(s) => s,
+        None => {
+            let cfg_path = dir.join("tokenizer_config.json");
+            let has_template = cfg_path.exists()
+                && read_json(&cfg_path)
+                    .map(|(v, _)| v.get("chat_template").is_some())
+                    .unwrap_or(false);
+            if has_template
+                || dir.join("chat_template.json").exists()
+                || dir.join("chat_template.jinja").exists()
+            {
+                PromptStyle::Chat
+            } else {
+                PromptStyle::Base
+            }
+        }
+    };
+    put(
+        meta,
+        "prompt.style",
+        Str(if style == PromptStyle::Chat {
+            "chat"
+        } else {
+            "base"
+        }
+        .into()),
+    )?;
+    put(
+        meta,
+        "prompt.languages",
+        Strs(INSTRUCTIONS.iter().map(|(l, _)| l.to_string()).collect()),
+    )?;
+    for (lang, instr) in INSTRUCTIONS {
+        put(
+            meta,
+            &format!("prompt.template.{lang}"),
+            Str(prompt_template(style, instr)),
+        )?;
+    }
+
+    // Provenance and parameter counts.
+    let source = serde_json::json!({
+        "directory": dir_name,
+        "config_xxh3": format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&ckpt.config_bytes)),
+        "shards": ckpt.shards(),
+    });
+    put(meta, "provenance.source", Str(source.to_string()))?;
+    put(
+        meta,
+        "provenance.converter",
+        Str(format!("kompakt-converter {}", env!("CARGO_PKG_VERSION"))),
+    )?;
+    let recipe = serde_json::json!({ "weights": opts.dtype.name(), "vectors": "f32" });
+    put(meta, "provenance.recipe", Str(recipe.to_string()))?;
+    let mut techniques = vec![];
+    if opts.dtype.is_quantized() {
+        techniques.push(format!(
+            "uniform {} weight quantization ({} bits per weight)",
+            opts.dtype,
+            opts.dtype.bits_per_weight()
+        ));
+    } else if opts.dtype != DType::F32 {
+        techniques.push(format!("{} weight storage", opts.dtype));
+    }
+    put(meta, "provenance.techniques", Strs(techniques))?;
+    put(meta, "provenance.datasets", Strs(vec![]))?;
+    let count = |c: Component| -> u64 {
+        specs
+            .iter()
+            .filter(|s| s.component == c)
+            .map(|s| s.shape.iter().product::<usize>() as u64)
+            .sum()
+    };
+    let parts = [
+        ("params.audio_encoder", Component::AudioEncoder),
+        ("params.projector", Component::Projector),
+        ("params.llm_layers", Component::LlmLayers),
+        ("params.embeddings", Component::Embeddings),
+        ("params.lm_head", Component::LmHead),
+    ];
+    let mut total = 0;
+    for (key, c) in parts {
+        let n = count(c);
+        total += n;
+        put(meta, key, U64(n))?;
+    }
+    put(meta, "params.total", U64(total))?;
+    Ok(())
+}

@@ -1,0 +1,327 @@
+//! A translation session: one stream's buffers, KV caches, threads and taps
+//! over a shared [`Model`].
+use std::sync::Arc;
+use std::time::Instant;
+
+use kompakt_audio::LogMel;
+
+use crate::decoder::Logits;
+use crate::error::{Result, RuntimeError};
+use crate::kv_cache::KvCache;
+use crate::model::Model;
+use crate::search::{self, SearchParams};
+use crate::taps::Taps;
+
+/// Options of one translation.
+#[derive(Clone, Debug)]
+pub struct TranslateOptions {
+    /// Target language code with a prompt in the model (`de`, `zh`).
+    pub lang: String,
+    /// 1 = greedy; more = beam search.
+    pub beams: usize,
+    /// Upper limit of generated tokens.
+    pub max_new_tokens: usize,
+}
+
+impl Default for TranslateOptions {
+    fn default() -> Self {
+        TranslateOptions {
+            lang: "de".into(),
+            beams: 1,
+            max_new_tokens: 256,
+        }
+    }
+}
+
+/// Stage of a translation, reported to [`Observer::on_progress`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    Features,
+    Encoder,
+    Prefill,
+    Decode,
+}
+
+/// Receives streamed text and progress; returning false aborts the call.
+pub trait Observer {
+    /// A new piece of UTF-8 text of the translation.
+    fn on_text(&mut self, _piece: &str) -> bool {
+        true
+    }
+    /// `done` in 0..=1 within `stage` (for decode: tokens / max tokens).
+    fn on_progress(&mut self, _stage: Stage, _done: f32) -> bool {
+        true
+    }
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Wall-clock seconds per stage.
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub features_s: f64,
+    pub encoder_s: f64,
+    pub prefill_s: f64,
+    pub prefill_tokens: usize,
+    pub decode_s: f64,
+    pub decode_tokens: usize,
+}
+
+/// The result of one translation.
+#[derive(Clone, Debug)]
+pub struct Translation {
+    pub text: String,
+    /// Generated token ids (original id space), EOS included if emitted.
+    pub token_ids: Vec<u32>,
+    pub n_audio_tokens: usize,
+    pub prompt_tokens: usize,
+    pub timings: Timings,
+}
+
+/// Encoder output of one clip.
+#[derive(Clone, Debug)]
+pub struct AudioEmbedding {
+    /// Pooled encoder rows, `[n][d_model]`.
+    pub encoder: Vec<f32>,
+    /// Projected rows, `[n][hidden]`.
+    pub projected: Vec<f32>,
+    pub n: usize,
+}
+
+/// One stream's state over a shared model.
+pub struct Session {
+    model: Arc<Model>,
+    pool: rayon::ThreadPool,
+    taps: Taps,
+}
+
+impl Session {
+    /// A session with `threads` worker threads (0 = one per core).
+    pub fn new(model: Arc<Model>, threads: usize) -> Result<Session> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|e| RuntimeError::ThreadPool(e.to_string()))?;
+        Ok(Session {
+            model,
+            pool,
+            taps: Taps::default(),
+        })
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Turns recording of intermediate tensors on or off.
+    pub fn set_taps(&mut self, on: bool) {
+        self.taps = if on { Taps::enabled() } else { Taps::default() };
+    }
+
+    /// Intermediate tensors of the last call (when enabled).
+    pub fn taps(&self) -> &Taps {
+        &self.taps
+    }
+
+    /// Log-mel features of 16 kHz mono samples (at most 30 s).
+    pub fn features(&self, samples: &[f32]) -> Result<LogMel> {
+        let m = &self.model;
+        self.pool.install(|| Ok(m.mel.compute(samples)?))
+    }
+
+    /// Encoder and projector outputs of one clip's features.
+    pub fn encode(&mut self, mel: &LogMel) -> Result<AudioEmbedding> {
+        let m = self.model.clone();
+        let taps = &mut self.taps;
+        self.pool.install(|| {
+            let (encoder, n) = m.encoder.encode(&m.file, mel, taps)?;
+            let projected = m.encoder.project(&m.file, &encoder, n, taps)?;
+            Ok(AudioEmbedding {
+                encoder,
+                projected,
+                n,
+            })
+        })
+    }
+
+    /// Prompt embeddings: token embeddings with the audio rows spliced in.
+    fn prompt_embeddings(
+        &self,
+        ids: &[u32],
+        audio_start: usize,
+        audio: &AudioEmbedding,
+    ) -> Result<Vec<f32>> {
+        let m = &self.model;
+        let rows = ids
+            .iter()
+            .map(|&id| {
+                m.row_of(id).ok_or_else(|| {
+                    RuntimeError::InvalidModel(format!(
+                        "prompt token {id} was trimmed from the vocabulary"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        let mut x = m.decoder.embed(&m.file, &rows)?;
+        let h = m.config.llm.hidden_size;
+        x[audio_start * h..(audio_start + audio.n) * h].copy_from_slice(&audio.projected);
+        Ok(x)
+    }
+
+    /// Token ids of the prompt and the logits of every prompt position
+    /// (`[len][vocab rows]`); for tests and evaluation.
+    pub fn prompt_logits(
+        &mut self,
+        lang: &str,
+        audio: &AudioEmbedding,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
+        let (ids, start) = self.model.prompt_ids(lang, audio.n)?;
+        let x = self.prompt_embeddings(&ids, start, audio)?;
+        let m = self.model.clone();
+        let taps = &mut self.taps;
+        let n = ids.len();
+        let logits = self.pool.install(|| {
+            let mut cache = KvCache::new(m.config.llm.n_layers, m.config.llm.kv_dim(), n);
+            m.decoder
+                .forward(&m.file, x, n, &mut cache, Logits::All, taps)
+        })?;
+        Ok((ids, logits))
+    }
+
+    /// Translates 16 kHz mono samples.
+    pub fn translate(
+        &mut self,
+        samples: &[f32],
+        opts: &TranslateOptions,
+        observer: &mut dyn Observer,
+    ) -> Result<Translation> {
+        if opts.beams == 0 || opts.max_new_tokens == 0 {
+            return Err(RuntimeError::InvalidArgument(
+                "beams and max_new_tokens must be at least 1".into(),
+            ));
+        }
+        let mut timings = Timings::default();
+        let t0 = Instant::now();
+        if !observer.on_progress(Stage::Features, 0.0) {
+            return Err(RuntimeError::Aborted);
+        }
+        let mel = self.features(samples)?;
+        timings.features_s = t0.elapsed().as_secs_f64();
+        if !observer.on_progress(Stage::Encoder, 0.0) {
+            return Err(RuntimeError::Aborted);
+        }
+        let t1 = Instant::now();
+        let audio = self.encode(&mel)?;
+        timings.encoder_s = t1.elapsed().as_secs_f64();
+        self.generate(&audio, opts, observer, timings)
+    }
+
+    /// Generates the translation of an encoded clip.
+    pub fn generate(
+        &mut self,
+        audio: &AudioEmbedding,
+        opts: &TranslateOptions,
+        observer: &mut dyn Observer,
+        mut timings: Timings,
+    ) -> Result<Translation> {
+        let m = self.model.clone();
+        let (ids, start) = m.prompt_ids(&opts.lang, audio.n)?;
+        let n = ids.len();
+        let needed = n + opts.max_new_tokens;
+        if needed > m.config.llm.max_position_embeddings {
+            return Err(RuntimeError::ContextOverflow {
+                needed,
+                limit: m.config.llm.max_position_embeddings,
+            });
+        }
+        if !observer.on_progress(Stage::Prefill, 0.0) {
+            return Err(RuntimeError::Aborted);
+        }
+        let x = self.prompt_embeddings(&ids, start, audio)?;
+        let eos_rows: Vec<u32> = m
+            .config
+            .special
+            .eos
+            .iter()
+            .filter_map(|&id| m.row_of(id))
+            .collect();
+        let params = SearchParams {
+            beams: opts.beams,
+            max_new_tokens: opts.max_new_tokens,
+            eos_rows,
+            length_penalty: 1.0,
+        };
+        let t2 = Instant::now();
+        let (llm, file, pool) = (&m.config.llm, &m.file, &self.pool);
+        let capacity = if opts.beams == 1 { needed } else { n };
+        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), capacity);
+        let taps = &mut self.taps;
+        let logits = pool.install(|| {
+            m.decoder
+                .forward(file, x, n, &mut cache, Logits::Last, taps)
+        })?;
+        timings.prefill_s = t2.elapsed().as_secs_f64();
+        timings.prefill_tokens = n;
+        let t3 = Instant::now();
+        let mut step = |cache: &mut KvCache, row: u32| -> Result<Vec<f32>> {
+            pool.install(|| {
+                let x = m.decoder.embed(file, &[row])?;
+                m.decoder
+                    .forward(file, x, 1, cache, Logits::Last, &mut Taps::default())
+            })
+        };
+        let max = opts.max_new_tokens as f32;
+        let rows = if opts.beams == 1 {
+            let mut streamed = String::new();
+            let mut so_far: Vec<u32> = Vec::new();
+            let mut on_token = |row: u32| -> bool {
+                so_far.push(m.id_of(row));
+                if !observer.on_progress(Stage::Decode, so_far.len() as f32 / max) {
+                    return false;
+                }
+                stream_text(&m, &so_far, &mut streamed, observer)
+            };
+            search::greedy(logits, cache, &params, &mut step, &mut on_token)?
+        } else {
+            let mut on_step = |t: usize| observer.on_progress(Stage::Decode, t as f32 / max);
+            let rows = search::beam(logits, cache.prefix(), &params, &mut step, &mut on_step)?;
+            let ids: Vec<u32> = rows.iter().map(|&r| m.id_of(r)).collect();
+            let mut streamed = String::new();
+            for i in 1..=ids.len() {
+                if !stream_text(&m, &ids[..i], &mut streamed, observer) {
+                    return Err(RuntimeError::Aborted);
+                }
+            }
+            rows
+        };
+        timings.decode_s = t3.elapsed().as_secs_f64();
+        timings.decode_tokens = rows.len();
+        let token_ids: Vec<u32> = rows.iter().map(|&r| m.id_of(r)).collect();
+        let text = m.decode(&token_ids)?;
+        Ok(Translation {
+            text,
+            token_ids,
+            n_audio_tokens: audio.n,
+            prompt_tokens: n,
+            timings,
+        })
+    }
+}
+
+/// Sends the text that `ids` add beyond what was already streamed, holding
+/// back an incomplete UTF-8 sequence. Returns the observer's verdict.
+fn stream_text(m: &Model, ids: &[u32], streamed: &mut String, observer: &mut dyn Observer) -> bool {
+    let Ok(text) = m.decode(ids) else { return true };
+    if text.ends_with('\u{FFFD}') || !text.starts_with(streamed.as_str()) {
+        return true;
+    }
+    let piece = &text[streamed.len()..];
+    if piece.is_empty() {
+        return true;
+    }
+    let keep_going = observer.on_text(piece);
+    *streamed = text;
+    keep_going
+}

@@ -1,0 +1,164 @@
+//! Typed handles on the tensors of a mapped `.kpk` file.
+//!
+//! Matrices stay in the mapping and are multiplied in their stored dtype by
+//! `kompakt-kernels`; small vectors (norms, biases) are copied to f32 at load.
+use kompakt_format::{DType, KpkFile};
+use kompakt_kernels::WeightRef;
+
+use crate::error::{Result, RuntimeError};
+
+fn tensor_err(name: &str, msg: impl Into<String>) -> RuntimeError {
+    RuntimeError::Tensor {
+        name: name.to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// Checks that tensor `name` exists with `shape`, returns its dtype.
+pub fn check(file: &KpkFile, name: &str, shape: &[usize]) -> Result<DType> {
+    let t = file.tensor(name)?;
+    let got: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+    if got != shape {
+        return Err(tensor_err(
+            name,
+            format!("shape {got:?}, expected {shape:?}"),
+        ));
+    }
+    Ok(t.dtype())
+}
+
+/// Reads a small float tensor of `shape` into f32.
+pub fn vector(file: &KpkFile, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let dtype = check(file, name, shape)?;
+    let t = file.tensor(name)?;
+    match dtype {
+        DType::F32 | DType::F16 | DType::BF16 => Ok(t.to_f32_vec()?),
+        d if d.is_quantized() => {
+            let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
+            let cols = *shape.last().unwrap_or(&1);
+            let w = WeightRef::new(d, t.data, rows.max(1), cols)
+                .map_err(|e| tensor_err(name, e.to_string()))?;
+            let mut out = vec![0.0; rows.max(1) * cols];
+            kompakt_kernels::dequantize(&w, &mut out);
+            Ok(out)
+        }
+        d => Err(tensor_err(name, format!("dtype {d} cannot hold weights"))),
+    }
+}
+
+/// A weight matrix `[rows = out, cols = in]` left in the mapping.
+#[derive(Clone, Debug)]
+pub struct Matrix {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub dtype: DType,
+}
+
+impl Matrix {
+    /// Resolves and checks `name` as a `[rows, cols]` matrix. A tensor of
+    /// higher rank (a convolution kernel) is accepted when its trailing
+    /// dimensions multiply to `cols`.
+    pub fn load(file: &KpkFile, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        let t = file.tensor(name)?;
+        let shape: Vec<usize> = t.shape().iter().map(|&d| d as usize).collect();
+        let ok = shape.first() == Some(&rows) && shape[1..].iter().product::<usize>() == cols;
+        if !ok {
+            return Err(tensor_err(
+                name,
+                format!("shape {shape:?}, expected [{rows}, {cols}]"),
+            ));
+        }
+        let dtype = t.dtype();
+        if matches!(dtype, DType::U8 | DType::I32) {
+            return Err(tensor_err(
+                name,
+                format!("dtype {dtype} cannot hold weights"),
+            ));
+        }
+        // Validates the byte length once, so later views cannot fail.
+        WeightRef::new(dtype, t.data, rows, cols).map_err(|e| tensor_err(name, e.to_string()))?;
+        Ok(Matrix {
+            name: name.to_string(),
+            rows,
+            cols,
+            dtype,
+        })
+    }
+
+    /// The stored weights, viewed in `file`.
+    pub fn view<'f>(&self, file: &'f KpkFile) -> Result<WeightRef<'f>> {
+        let t = file.tensor(&self.name)?;
+        WeightRef::new(self.dtype, t.data, self.rows, self.cols)
+            .map_err(|e| tensor_err(&self.name, e.to_string()))
+    }
+
+    /// `y = x W^T` for `n` rows of `x`.
+    pub fn matmul(&self, file: &KpkFile, x: &[f32], n: usize, y: &mut [f32]) -> Result<()> {
+        debug_assert_eq!(x.len(), n * self.cols);
+        debug_assert_eq!(y.len(), n * self.rows);
+        let w = self.view(file)?;
+        kompakt_kernels::matmul(&w, x, n, y);
+        Ok(())
+    }
+
+    /// Logical parameter count.
+    pub fn numel(&self) -> usize {
+        self.rows * self.cols
+    }
+}
+
+/// A linear layer: matrix plus optional bias.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub w: Matrix,
+    pub b: Option<Vec<f32>>,
+}
+
+impl Linear {
+    /// Loads `{prefix}.weight` and, when `bias`, `{prefix}.bias`.
+    pub fn load(
+        file: &KpkFile,
+        prefix: &str,
+        rows: usize,
+        cols: usize,
+        bias: bool,
+    ) -> Result<Linear> {
+        let w = Matrix::load(file, &format!("{prefix}.weight"), rows, cols)?;
+        let b = if bias {
+            Some(vector(file, &format!("{prefix}.bias"), &[rows])?)
+        } else {
+            None
+        };
+        Ok(Linear { w, b })
+    }
+
+    /// `y = x W^T + b` for `n` rows; returns the new buffer.
+    pub fn forward(&self, file: &KpkFile, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let mut y = vec![0.0; n * self.w.rows];
+        self.w.matmul(file, x, n, &mut y)?;
+        if let Some(b) = &self.b {
+            crate::ops::add_bias(&mut y, b);
+        }
+        Ok(y)
+    }
+}
+
+/// LayerNorm or RMSNorm parameters.
+#[derive(Clone, Debug)]
+pub struct Norm {
+    pub w: Vec<f32>,
+    pub b: Option<Vec<f32>>,
+}
+
+impl Norm {
+    pub fn load(file: &KpkFile, prefix: &str, d: usize, bias: bool) -> Result<Norm> {
+        let w = vector(file, &format!("{prefix}.weight"), &[d])?;
+        let b = if bias {
+            Some(vector(file, &format!("{prefix}.bias"), &[d])?)
+        } else {
+            None
+        };
+        Ok(Norm { w, b })
+    }
+}

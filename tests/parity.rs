@@ -1,0 +1,119 @@
+//! The runtime against transformers: log-mel features, encoder and projector
+//! outputs, prompt ids and logits, greedy and 4-beam token ids, for both
+//! fixture models (plain multi-head and grouped KV heads) and every input.
+use std::sync::Arc;
+
+use kompakt_converter::PromptStyle;
+use kompakt_format::DType;
+use kompakt_runtime::{Model, Quiet, Session, Timings, TranslateOptions};
+use kompakt_tests::*;
+
+const AUDIO: [&str; 3] = [
+    "short_16k_mono_s16",
+    "medium_44k1_stereo_s24",
+    "long_48k_mono_f32",
+];
+
+#[test]
+fn audio_front_end_matches_whisper_feature_extractor() {
+    let model = Model::load(converted("tiny-mha", DType::F32, PromptStyle::Chat)).unwrap();
+    let session = Session::new(Arc::new(model), 2).unwrap();
+    for name in AUDIO {
+        let g = load_golden(&fixtures().join(format!("golden/audio/{name}.safetensors")));
+        let pcm =
+            kompakt_audio::load_16k_mono(&fixtures().join(format!("audio/{name}.wav"))).unwrap();
+        let wave = assert_close(
+            &format!("{name} waveform"),
+            &pcm,
+            &g["waveform_16k"].data,
+            1e-5,
+        );
+        let mel = session.features(&pcm).unwrap();
+        let valid = g["feature_attention_mask"]
+            .data
+            .iter()
+            .filter(|&&m| m > 0.5)
+            .count();
+        assert_eq!(mel.valid_frames, valid, "{name}: valid frames");
+        let feat = assert_close(
+            &format!("{name} log-mel"),
+            &mel.data,
+            &g["input_features"].data,
+            1e-4,
+        );
+        eprintln!("{name}: waveform max abs diff {wave:.2e}, log-mel {feat:.2e}");
+    }
+}
+
+fn check_case(model_name: &str, audio: &str, lang: &str, style: PromptStyle, suffix: &str) {
+    let stem = format!("{audio}_{lang}{suffix}");
+    let dir = fixtures().join("golden").join(model_name);
+    let g = load_golden(&dir.join(format!("{stem}.safetensors")));
+    let j = load_json(&dir.join(format!("{stem}.json")));
+    let model = Arc::new(Model::load(converted(model_name, DType::F32, style)).unwrap());
+    let mut s = Session::new(model, 2).unwrap();
+
+    let pcm = kompakt_audio::load_16k_mono(&fixtures().join(format!("audio/{audio}.wav"))).unwrap();
+    let mel = s.features(&pcm).unwrap();
+    let emb = s.encode(&mel).unwrap();
+    assert_eq!(
+        emb.n as u64,
+        j["n_audio_tokens"].as_u64().unwrap(),
+        "{stem}: audio tokens"
+    );
+    let d = g["encoder_output"].shape[1];
+    let enc = assert_close(
+        &format!("{stem} encoder"),
+        &emb.encoder,
+        &g["encoder_output"].data[..emb.n * d],
+        1e-3,
+    );
+    let proj = assert_close(
+        &format!("{stem} projector"),
+        &emb.projected,
+        &g["projector_output"].data,
+        1e-3,
+    );
+
+    let (ids, logits) = s.prompt_logits(lang, &emb).unwrap();
+    let want: Vec<u32> = g["input_ids"].data.iter().map(|&v| v as u32).collect();
+    assert_eq!(ids, want, "{stem}: prompt ids");
+    let lg = assert_close(&format!("{stem} logits"), &logits, &g["logits"].data, 1e-3);
+
+    let ids_of = |key: &str| -> Vec<u32> {
+        j[key]["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect()
+    };
+    for (beams, key) in [(1, "greedy"), (4, "beam")] {
+        let opts = TranslateOptions {
+            lang: lang.into(),
+            beams,
+            max_new_tokens: 20,
+        };
+        let out = s
+            .generate(&emb, &opts, &mut Quiet, Timings::default())
+            .unwrap();
+        assert_eq!(out.token_ids, ids_of(key), "{stem}: {key} ids");
+    }
+    eprintln!("{model_name}/{stem}: encoder {enc:.2e}, projector {proj:.2e}, logits {lg:.2e}; greedy and beam ids equal");
+}
+
+#[test]
+fn tiny_mha_matches_transformers() {
+    for audio in AUDIO {
+        check_case("tiny-mha", audio, "de", PromptStyle::Chat, "");
+    }
+    check_case("tiny-mha", AUDIO[0], "zh", PromptStyle::Chat, "");
+    check_case("tiny-mha", AUDIO[0], "de", PromptStyle::Base, "_base");
+}
+
+#[test]
+fn tiny_gqa_matches_transformers() {
+    for audio in AUDIO {
+        check_case("tiny-gqa", audio, "de", PromptStyle::Chat, "");
+    }
+}
