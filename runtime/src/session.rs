@@ -190,6 +190,32 @@ impl Session {
         Ok((ids, logits))
     }
 
+    /// Logits of every position of a text-only token sequence (original id
+    /// space), run through the decoder in windows of `window` tokens
+    /// (chunked prefill); `[len][vocab rows]`. For evaluation.
+    pub fn text_logits(&mut self, ids: &[u32], window: usize) -> Result<Vec<f32>> {
+        let m = self.model.clone();
+        let rows = ids
+            .iter()
+            .map(|&id| {
+                m.row_of(id)
+                    .ok_or_else(|| RuntimeError::InvalidArgument(format!("token {id} is not in the vocabulary")))
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        let llm = &m.config.llm;
+        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), rows.len());
+        let mut out = Vec::with_capacity(rows.len() * llm.vocab_size);
+        let taps = &mut self.taps;
+        for chunk in rows.chunks(window.max(1)) {
+            let part = self.pool.install(|| -> Result<Vec<f32>> {
+                let x = m.decoder.embed(&m.file, chunk)?;
+                m.decoder.forward(&m.file, x, chunk.len(), &mut cache, Logits::All, taps)
+            })?;
+            out.extend_from_slice(&part);
+        }
+        Ok(out)
+    }
+
     /// Translates 16 kHz mono samples.
     pub fn translate(
         &mut self,
