@@ -411,7 +411,7 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "Exact storage size: {} bytes ({:.2} MB, {:.2} MiB), one .kpk file holding weights, tokenizer and configuration",
+            "Exact storage size: {} bytes ({:.3} MB, {:.3} MiB), one .kpk file holding weights, tokenizer and configuration",
             self.file_size,
             self.size_mb(),
             self.size_mib()
@@ -430,7 +430,11 @@ impl Summary {
             parts.join(", ")
         );
         if let Some(bpw) = self.params.total.bits_per_weight() {
-            let _ = writeln!(s, "Average storage: {bpw:.3} bits per parameter");
+            let whole = self.file_size as f64 * 8.0 / self.params.total.params as f64;
+            let _ = writeln!(
+                s,
+                "Average storage: {bpw:.3} bits per parameter in tensor data, {whole:.3} for the whole file"
+            );
         }
         if let Some(m) = &self.model_name {
             let _ = writeln!(s, "Model: {m}");
