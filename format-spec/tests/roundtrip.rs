@@ -252,3 +252,14 @@ fn tokenizer_json_through_a_file() {
         "{e}"
     );
 }
+
+#[test]
+fn empty_and_non_files_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.kpk");
+    std::fs::write(&empty, b"").unwrap();
+    let e = KpkFile::open(&empty).unwrap_err();
+    assert!(matches!(e, FormatError::Truncated { .. }), "{e}");
+    assert!(e.to_string().contains("empty.kpk"), "{e}");
+    assert!(KpkFile::open(dir.path()).is_err());
+}
