@@ -35,6 +35,18 @@ pub struct KpkWriter {
     entries: Vec<DirEntry>,
     names: HashSet<String>,
     metadata: Metadata,
+    pending: Option<Pending>,
+}
+
+/// A tensor being streamed with [`KpkWriter::begin_tensor`].
+struct Pending {
+    name: String,
+    dtype: DType,
+    shape: Vec<u64>,
+    offset: u64,
+    expected: u64,
+    written: u64,
+    hasher: xxhash_rust::xxh3::Xxh3,
 }
 
 impl std::fmt::Debug for KpkWriter {
@@ -77,6 +89,7 @@ impl KpkWriter {
             entries: Vec::new(),
             names: HashSet::new(),
             metadata: Metadata::new(),
+            pending: None,
         };
         w.write_all(&[0u8; HEADER_SIZE as usize], "write header placeholder")?;
         Ok(w)
@@ -135,6 +148,13 @@ impl KpkWriter {
         shape: &[u64],
         bytes: &[u8],
     ) -> Result<()> {
+        self.check_tensor(name, dtype, shape, Some(bytes.len() as u64))?;
+        self.begin_tensor(name, dtype, shape)?;
+        self.write_chunk(bytes)?;
+        self.end_tensor()
+    }
+
+    fn check_tensor(&self, name: &str, dtype: DType, shape: &[u64], found: Option<u64>) -> Result<u64> {
         let invalid_name = |reason| FormatError::InvalidTensorName {
             file: self.label.clone(),
             name: name.to_string(),
@@ -168,39 +188,117 @@ impl KpkWriter {
             .iter()
             .try_fold(1u64, |a, &d| a.checked_mul(d))
             .is_some();
-        if expected != Some(bytes.len() as u64) || !numel_ok {
-            return Err(FormatError::ByteLengthMismatch {
+        match (expected, numel_ok) {
+            (Some(e), true) if found.is_none_or(|f| f == e) => Ok(e),
+            _ => Err(FormatError::ByteLengthMismatch {
                 file: self.label.clone(),
                 name: name.to_string(),
                 offset: 0,
                 dtype,
                 shape: shape.to_vec(),
                 expected: if numel_ok { expected } else { None },
-                found: bytes.len() as u64,
+                found: found.unwrap_or(0),
+            }),
+        }
+    }
+
+    /// Starts streaming one tensor whose bytes will arrive in pieces through
+    /// [`KpkWriter::write_chunk`], for tensors too large to hold in memory;
+    /// [`KpkWriter::end_tensor`] checks that exactly
+    /// `dtype.storage_bytes(shape)` bytes arrived.
+    pub fn begin_tensor(&mut self, name: &str, dtype: DType, shape: &[u64]) -> Result<()> {
+        if let Some(p) = &self.pending {
+            return Err(FormatError::InvalidInput {
+                file: self.label.clone(),
+                reason: format!("tensor `{}` is still being written", p.name),
             });
         }
+        let expected = self.check_tensor(name, dtype, shape, None)?;
         self.pad_data()?;
-        let offset = self.data_len;
+        self.pending = Some(Pending {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+            offset: self.data_len,
+            expected,
+            written: 0,
+            hasher: xxhash_rust::xxh3::Xxh3::new(),
+        });
+        Ok(())
+    }
+
+    /// Appends bytes to the tensor begun with [`KpkWriter::begin_tensor`].
+    pub fn write_chunk(&mut self, bytes: &[u8]) -> Result<()> {
+        let Some(p) = self.pending.as_mut() else {
+            return Err(FormatError::InvalidInput {
+                file: self.label.clone(),
+                reason: "write_chunk without begin_tensor".to_string(),
+            });
+        };
+        let written = p.written + bytes.len() as u64;
+        if written > p.expected {
+            let (name, dtype, shape, expected) = (p.name.clone(), p.dtype, p.shape.clone(), p.expected);
+            self.pending = None;
+            return Err(FormatError::ByteLengthMismatch {
+                file: self.label.clone(),
+                name,
+                offset: 0,
+                dtype,
+                shape,
+                expected: Some(expected),
+                found: written,
+            });
+        }
+        p.written = written;
+        p.hasher.update(bytes);
         self.write_all(bytes, "write tensor")?;
-        self.data_len = offset
+        self.data_len = self
+            .data_len
             .checked_add(bytes.len() as u64)
             .ok_or_else(|| self.too_large())?;
-        let checksum = layout::tensor_checksum(bytes);
+        Ok(())
+    }
+
+    /// Completes the tensor begun with [`KpkWriter::begin_tensor`].
+    pub fn end_tensor(&mut self) -> Result<()> {
+        let Some(p) = self.pending.take() else {
+            return Err(FormatError::InvalidInput {
+                file: self.label.clone(),
+                reason: "end_tensor without begin_tensor".to_string(),
+            });
+        };
+        if p.written != p.expected {
+            return Err(FormatError::ByteLengthMismatch {
+                file: self.label.clone(),
+                name: p.name,
+                offset: 0,
+                dtype: p.dtype,
+                shape: p.shape,
+                expected: Some(p.expected),
+                found: p.written,
+            });
+        }
         self.entries.push(DirEntry::new(
-            name,
-            dtype,
-            shape,
-            offset,
-            bytes.len() as u64,
-            checksum,
+            &p.name,
+            p.dtype,
+            &p.shape,
+            p.offset,
+            p.written,
+            p.hasher.digest(),
         ));
-        self.names.insert(name.to_string());
+        self.names.insert(p.name);
         Ok(())
     }
 
     /// Writes metadata and directory, patches the header, fsyncs and renames
     /// the temporary file to the final path.
     pub fn finish(mut self) -> Result<WriteSummary> {
+        if let Some(p) = &self.pending {
+            return Err(FormatError::InvalidInput {
+                file: self.label.clone(),
+                reason: format!("tensor `{}` was begun but not ended", p.name),
+            });
+        }
         self.pad_data()?;
         let meta = layout::encode_metadata(&self.metadata);
         let mut dir = Vec::new();

@@ -263,3 +263,33 @@ fn empty_and_non_files_on_disk() {
     assert!(e.to_string().contains("empty.kpk"), "{e}");
     assert!(KpkFile::open(dir.path()).is_err());
 }
+
+#[test]
+fn streamed_tensor_equals_one_shot_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    let one = dir.path().join("one.kpk");
+    let mut w = KpkWriter::create(&one).unwrap();
+    w.write_tensor("t", DType::F32, &[32, 32], &bytes).unwrap();
+    w.finish().unwrap();
+    let two = dir.path().join("two.kpk");
+    let mut w = KpkWriter::create(&two).unwrap();
+    w.begin_tensor("t", DType::F32, &[32, 32]).unwrap();
+    for c in bytes.chunks(1000) {
+        w.write_chunk(c).unwrap();
+    }
+    w.end_tensor().unwrap();
+    w.finish().unwrap();
+    assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&two).unwrap());
+    KpkFile::open(&two).unwrap().verify().unwrap();
+
+    // Too few or too many bytes are refused.
+    let mut w = KpkWriter::create(dir.path().join("bad.kpk")).unwrap();
+    w.begin_tensor("t", DType::F32, &[2]).unwrap();
+    w.write_chunk(&[0; 4]).unwrap();
+    assert!(matches!(w.end_tensor(), Err(FormatError::ByteLengthMismatch { .. })));
+    w.begin_tensor("u", DType::F32, &[1]).unwrap();
+    assert!(matches!(w.write_chunk(&[0; 8]), Err(FormatError::ByteLengthMismatch { .. })));
+    w.begin_tensor("v", DType::F32, &[1]).unwrap();
+    assert!(w.finish().is_err());
+}
