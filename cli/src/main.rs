@@ -2,7 +2,9 @@
 use clap::{Parser, Subcommand};
 
 mod convert;
+mod eval;
 mod inspect;
+mod synth;
 mod translate;
 
 #[derive(Parser)]
@@ -24,6 +26,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Translate English speech (WAV files) into German or Chinese text
     Translate(translate::TranslateArgs),
+    /// Fidelity meter: compare candidate models against a reference on held-out text and speech
+    Eval(eval::EvalArgs),
+    /// Write a Qwen2-Audio-7B-shaped checkpoint with random weights (for scale tests)
+    SynthCheckpoint(synth::SynthArgs),
 }
 
 fn main() {
@@ -32,6 +38,8 @@ fn main() {
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Translate(args) => translate::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::SynthCheckpoint(args) => synth::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {}", one_line(&err));

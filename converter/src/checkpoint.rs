@@ -210,8 +210,9 @@ impl Checkpoint {
             .unwrap_or_default()
     }
 
-    /// Reads tensor `name` as f32 and checks its shape against `expected`.
-    pub fn read(&self, name: &str, expected: &[usize]) -> Result<SourceTensor> {
+    /// The raw bytes of tensor `name`, after checking its shape against
+    /// `expected` and its dtype.
+    pub fn view(&self, name: &str, expected: &[usize]) -> Result<(SourceDtype, &[u8])> {
         let e = self
             .entries
             .get(name)
@@ -237,17 +238,37 @@ impl Checkpoint {
             })?;
         let bytes = &self.shards[e.shard].map[e.start..e.end];
         let numel: usize = expected.iter().product();
-        let width = match dtype {
-            SourceDtype::F32 => 4,
-            SourceDtype::F16 | SourceDtype::BF16 => 2,
-        };
-        if bytes.len() != numel * width {
+        if bytes.len() != numel * dtype.width() {
             return Err(ConvertError::Safetensors {
                 path: self.shards[e.shard].path.clone(),
                 msg: format!("tensor {name}: {} bytes for {numel} elements", bytes.len()),
             });
         }
-        let data = match dtype {
+        Ok((dtype, bytes))
+    }
+
+    /// Reads tensor `name` as f32 and checks its shape against `expected`.
+    pub fn read(&self, name: &str, expected: &[usize]) -> Result<SourceTensor> {
+        let (dtype, bytes) = self.view(name, expected)?;
+        Ok(SourceTensor {
+            shape: expected.to_vec(),
+            data: dtype.decode(bytes),
+        })
+    }
+}
+
+impl SourceDtype {
+    /// Bytes per element.
+    pub fn width(self) -> usize {
+        match self {
+            SourceDtype::F32 => 4,
+            SourceDtype::F16 | SourceDtype::BF16 => 2,
+        }
+    }
+
+    /// Little-endian bytes to f32.
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
             SourceDtype::F32 => bytes
                 .chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -260,10 +281,6 @@ impl Checkpoint {
                 .chunks_exact(2)
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-        };
-        Ok(SourceTensor {
-            shape: expected.to_vec(),
-            data,
-        })
+        }
     }
 }

@@ -118,6 +118,43 @@ fn to_bytes(dtype: DType, data: &[f32], shape: &[usize], name: &str) -> Result<V
     })
 }
 
+/// Elements converted per slice of a tensor: bounds memory for the largest
+/// tensors (the 156032 x 4096 embeddings) to a few hundred MB.
+const SLICE_ELEMS: usize = 1 << 24;
+
+/// Streams one tensor into the writer, slice by slice of rows, each slice
+/// converted in parallel.
+fn write_converted(
+    w: &mut KpkWriter,
+    ckpt: &Checkpoint,
+    s: &TensorSpec,
+    dtype: DType,
+) -> Result<()> {
+    let (src, bytes) = ckpt.view(&s.hf, &s.shape)?;
+    let cols = (*s.shape.last().unwrap_or(&1)).max(1);
+    let rows = s.shape.iter().product::<usize>() / cols;
+    let shape: Vec<u64> = s.shape.iter().map(|&d| d as u64).collect();
+    w.begin_tensor(&s.kpk, dtype, &shape)?;
+    let slice_rows = (SLICE_ELEMS / cols).max(1);
+    let task_rows = (slice_rows / (4 * rayon::current_num_threads())).max(1);
+    let row_bytes = cols * src.width();
+    for r0 in (0..rows).step_by(slice_rows) {
+        let r1 = (r0 + slice_rows).min(rows);
+        let parts: Vec<Result<Vec<u8>>> = bytes[r0 * row_bytes..r1 * row_bytes]
+            .par_chunks(task_rows * row_bytes)
+            .map(|chunk| {
+                let data = src.decode(chunk);
+                to_bytes(dtype, &data, &[data.len() / cols, cols], &s.hf)
+            })
+            .collect();
+        for p in parts {
+            w.write_chunk(&p?)?;
+        }
+    }
+    w.end_tensor()?;
+    Ok(())
+}
+
 /// The dtype a tensor of `role` is stored in when weights go to `target`.
 pub fn dtype_for(role: Role, target: DType) -> DType {
     match role {
@@ -158,29 +195,14 @@ pub fn convert(
     write_metadata(meta, opts, &ckpt, &hp, &specs)?;
 
     let total = specs.len();
-    let window = rayon::current_num_threads().max(2);
-    let mut done = 0;
-    for chunk in specs.chunks(window) {
-        let converted: Vec<Result<(DType, Vec<u8>)>> = chunk
-            .par_iter()
-            .map(|s| {
-                let t = ckpt.read(&s.hf, &s.shape)?;
-                let dtype = dtype_for(s.role, opts.dtype);
-                Ok((dtype, to_bytes(dtype, &t.data, &s.shape, &s.hf)?))
-            })
-            .collect();
-        for (s, c) in chunk.iter().zip(converted) {
-            let (dtype, bytes) = c?;
-            let shape: Vec<u64> = s.shape.iter().map(|&d| d as u64).collect();
-            w.write_tensor(&s.kpk, dtype, &shape, &bytes)?;
-            done += 1;
-            if !progress(Progress {
-                done,
-                total,
-                tensor: &s.kpk,
-            }) {
-                return Err(ConvertError::Cancelled);
-            }
+    for (done, s) in specs.iter().enumerate() {
+        write_converted(&mut w, &ckpt, s, dtype_for(s.role, opts.dtype))?;
+        if !progress(Progress {
+            done: done + 1,
+            total,
+            tensor: &s.kpk,
+        }) {
+            return Err(ConvertError::Cancelled);
         }
     }
     let summary = w.finish()?;
