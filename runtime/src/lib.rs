@@ -17,6 +17,7 @@ pub mod config;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+pub mod eval;
 pub mod kv_cache;
 pub mod model;
 pub mod ops;
