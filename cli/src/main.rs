@@ -3,7 +3,6 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod eval;
-mod eval;
 mod inspect;
 mod synth;
 mod translate;
@@ -29,8 +28,6 @@ enum Command {
     Translate(translate::TranslateArgs),
     /// Fidelity meter: compare candidate models against a reference on held-out text and speech
     Eval(eval::EvalArgs),
-    /// Fidelity meter: compare candidate models against a reference on held-out text and speech
-    Eval(eval::EvalArgs),
     /// Write a Qwen2-Audio-7B-shaped checkpoint with random weights (for scale tests)
     SynthCheckpoint(synth::SynthArgs),
 }
@@ -41,7 +38,6 @@ fn main() {
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Translate(args) => translate::run(args),
-        Command::Eval(args) => eval::run(args),
         Command::Eval(args) => eval::run(args),
         Command::SynthCheckpoint(args) => synth::run(args),
     };
