@@ -3,7 +3,7 @@
 //! `maddubs` (u8 x i8 -> i16 pairs), `madd` with the sub-scales -> i32.
 
 use crate::blocks::*;
-use crate::iq2_grid::{GRID, SIGNS};
+use crate::iq2_grid::GRID;
 use crate::scalar;
 use crate::table::KernelTable;
 use bytemuck::cast_slice;
@@ -270,16 +270,31 @@ unsafe fn q8_0_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f
     }
 }
 
+/// `pshufb` controls broadcasting 16-bit lane `j` (0..8) of a 128-bit lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn lane16_shuffles() -> [__m256i; 8] {
+    core::array::from_fn(|j| {
+        let (l, h) = (2 * j as i8, 2 * j as i8 + 1);
+        _mm256_setr_epi8(
+            l, h, l, h, l, h, l, h, l, h, l, h, l, h, l, h, l, h, l, h, l, h, l, h, l, h, l, h, l,
+            h, l, h,
+        )
+    })
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
     let blocks: &[BlockQ4K] = cast_slice(row);
     check_acts(a, blocks.len(), NR, out);
     let m4 = _mm256_set1_epi8(0x0F);
+    let sshuf = lane16_shuffles();
     let mut acc = [_mm256_setzero_ps(); NR];
-    let mut accm = [0f32; NR];
+    let mut accm = [_mm256_setzero_ps(); NR];
     for (bi, b) in blocks.iter().enumerate() {
         let (sc, mn) = unpack_6bit16(&b.scales);
-        let scb = sc.to_le_bytes();
+        // Sub-scales as i16 in both 128-bit lanes.
+        let scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
         // Mins duplicated per 16 to pair with bsums: [m0,m0,m1,m1,..].
         let mnv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(
             _mm_cvtsi64_si128(mn as i64),
@@ -292,8 +307,8 @@ unsafe fn q4k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
             let q = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * g) as *const __m256i) };
             let lo = _mm256_and_si256(q, m4);
             let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            let s0 = _mm256_set1_epi16(scb[2 * g] as i16);
-            let s1 = _mm256_set1_epi16(scb[2 * g + 1] as i16);
+            let s0 = _mm256_shuffle_epi8(scv, sshuf[2 * g]);
+            let s1 = _mm256_shuffle_epi8(scv, sshuf[2 * g + 1]);
             for r in 0..NR {
                 // SAFETY: block bi exists in every activation row (checked); 64g+64 <= 256.
                 unsafe {
@@ -310,17 +325,20 @@ unsafe fn q4k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
             // SAFETY: block bi exists (checked); bsums is 16 i16 = 32 bytes.
             let blk = unsafe { a[r].get_unchecked(bi) };
             let bs = unsafe { _mm256_loadu_si256(blk.bsums.as_ptr() as *const __m256i) };
-            let msum = hsum_i32(_mm256_madd_epi16(bs, mnv));
             acc[r] = _mm256_fmadd_ps(
                 _mm256_set1_ps(d * blk.d),
                 _mm256_cvtepi32_ps(acci[r]),
                 acc[r],
             );
-            accm[r] += dmin * blk.d * msum as f32;
+            accm[r] = _mm256_fmadd_ps(
+                _mm256_set1_ps(dmin * blk.d),
+                _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mnv)),
+                accm[r],
+            );
         }
     }
     for r in 0..NR {
-        out[r] = hsum(acc[r]) - accm[r];
+        out[r] = hsum(_mm256_sub_ps(acc[r], accm[r]));
     }
 }
 
@@ -437,36 +455,85 @@ unsafe fn q2k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
     }
 }
 
+/// IQ2: the sign bytes of all 32 groups of a block are decoded with SIMD (two
+/// vectors of 16 codes): `code >> 9` plus the parity bit (two 16-entry
+/// `pshufb` parity lookups on the nibbles). Per sub-block, a `vpermd`
+/// broadcasts its 4 sign bytes, a `pshufb` spreads each over its 8 weights,
+/// `and`+`cmpeq` turn the bits into a -1/+1 mask for `psignb`; the 4 codebook
+/// vectors (4 KiB table, in L1) are four scalar loads.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn iq2_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
     let blocks: &[BlockIQ2] = cast_slice(row);
     check_acts(a, blocks.len(), NR, out);
+    let m15 = _mm256_set1_epi16(15);
+    // Parity of a nibble, as 0x80 (odd) or 0.
+    let ptab = _mm256_setr_epi8(
+        0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0, 0, -128, -128, 0,
+        -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0,
+    );
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let one8 = _mm256_set1_epi8(1);
+    // Sign byte of group g (low byte of 16-bit lane g) to bytes 8g..8g+8.
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6,
+        6, 6,
+    );
+    // vpermd indices broadcasting the 64-bit quarter q to all four quarters.
+    let quarter: [__m256i; 4] = core::array::from_fn(|q| {
+        let (l, h) = (2 * q as i32, 2 * q as i32 + 1);
+        _mm256_setr_epi32(l, h, l, h, l, h, l, h)
+    });
+    let sshuf = lane16_shuffles();
     let mut acc = [_mm256_setzero_ps(); NR];
     for (bi, b) in blocks.iter().enumerate() {
         let d = f16_le(b.d) * (1.0 / 16.0);
+        // SAFETY: qs is 64 bytes; scales 4 bytes.
+        let (codes, sc) = unsafe {
+            (
+                [
+                    _mm256_loadu_si256(b.qs.as_ptr() as *const __m256i),
+                    _mm256_loadu_si256(b.qs.as_ptr().add(32) as *const __m256i),
+                ],
+                u32::from_le_bytes(b.scales),
+            )
+        };
+        // Scales s+1 of sub-blocks 0..8 as i16, in both 128-bit lanes.
+        let scv = {
+            let v = _mm_cvtsi32_si128(sc as i32);
+            let v = _mm_unpacklo_epi8(
+                _mm_and_si128(v, _mm_set1_epi8(15)),
+                _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(15)),
+            );
+            let v = _mm_add_epi16(_mm_cvtepu8_epi16(v), _mm_set1_epi16(1));
+            _mm256_broadcastsi128_si256(v)
+        };
         let mut acci = [_mm256_setzero_si256(); NR];
-        for j in 0..8 {
-            let c: [u16; 4] = core::array::from_fn(|g| b.code(4 * j + g));
-            let gv = _mm256_set_epi64x(
-                GRID[(c[3] & 511) as usize] as i64,
-                GRID[(c[2] & 511) as usize] as i64,
-                GRID[(c[1] & 511) as usize] as i64,
-                GRID[(c[0] & 511) as usize] as i64,
+        for h in 0..2 {
+            let c = codes[h];
+            let s7 = _mm256_srli_epi16(c, 9);
+            let par = _mm256_xor_si256(
+                _mm256_shuffle_epi8(ptab, _mm256_and_si256(s7, m15)),
+                _mm256_shuffle_epi8(ptab, _mm256_srli_epi16(s7, 4)),
             );
-            let sv = _mm256_set_epi64x(
-                SIGNS[(c[3] >> 9) as usize] as i64,
-                SIGNS[(c[2] >> 9) as usize] as i64,
-                SIGNS[(c[1] >> 9) as usize] as i64,
-                SIGNS[(c[0] >> 9) as usize] as i64,
-            );
-            let s = _mm256_set1_epi16(((b.scales[j / 2] >> (4 * (j % 2))) & 15) as i16 + 1);
-            for r in 0..NR {
-                // SAFETY: block bi exists (checked); 32j+32 <= 256.
-                unsafe {
-                    let blk = a[r].get_unchecked(bi);
-                    let x = _mm256_sign_epi8(loadu(blk.qs.as_ptr().add(32 * j)), sv);
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(gv, x), s);
-                    acci[r] = _mm256_add_epi32(acci[r], p);
+            let sgn = _mm256_or_si256(s7, par);
+            for q in 0..4 {
+                let j = 4 * h + q;
+                // Four scalar loads beat `vpgatherdq` here (4.1 vs 3.6 GB/s on Zen 4).
+                let c4 = u64::from_le_bytes(b.qs[8 * j..8 * j + 8].try_into().unwrap());
+                let gi = |k: u32| GRID[((c4 >> (16 * k)) & 511) as usize] as i64;
+                let gv = _mm256_set_epi64x(gi(3), gi(2), gi(1), gi(0));
+                let sb = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sgn, quarter[q]), spread);
+                let neg = _mm256_cmpeq_epi8(_mm256_and_si256(sb, bits), bits);
+                let sv = _mm256_or_si256(neg, one8);
+                let s = _mm256_shuffle_epi8(scv, sshuf[j]);
+                for r in 0..NR {
+                    // SAFETY: block bi exists (checked); 32j+32 <= 256.
+                    unsafe {
+                        let blk = a[r].get_unchecked(bi);
+                        let x = _mm256_sign_epi8(loadu(blk.qs.as_ptr().add(32 * j)), sv);
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(gv, x), s);
+                        acci[r] = _mm256_add_epi32(acci[r], p);
+                    }
                 }
             }
         }
