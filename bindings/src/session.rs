@@ -1,0 +1,531 @@
+//! `kpk_session_*` and `kpk_translate_*`: one stream's state over a shared
+//! model, and translating with it.
+use std::ffi::{c_char, c_void, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, TryLockError};
+
+use kompakt_runtime::{Observer, Session, Stage, TranslateOptions, Translation};
+
+use crate::model::{clear_out, kpk_model, path_from_c};
+use crate::status::{
+    check_struct, guard, guard_void, kpk_status, non_null, read_struct, str_arg, CStruct, Error,
+};
+
+/// Largest beam width accepted.
+pub const KPK_MAX_BEAMS: i32 = 16;
+
+/// Stage of a translation, passed as `int` to `kpk_progress_callback`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum kpk_stage {
+    /// Log-mel features of the audio.
+    Features = 0,
+    /// The audio encoder.
+    Encoder = 1,
+    /// The decoder over the prompt.
+    Prefill = 2,
+    /// Token generation; `done` is tokens / `max_tokens`.
+    Decode = 3,
+}
+
+/// Receives each new piece of the translation as NUL-terminated UTF-8,
+/// valid only during the call. Return false to abort.
+pub type kpk_text_callback =
+    Option<unsafe extern "C" fn(piece: *const c_char, user_data: *mut c_void) -> bool>;
+
+/// Receives progress: `stage` is a `kpk_stage`, `done` in 0..1 within it.
+/// Return false to abort.
+pub type kpk_progress_callback =
+    Option<unsafe extern "C" fn(stage: i32, done: f32, user_data: *mut c_void) -> bool>;
+
+/// Options of `kpk_session_new()`. Get them from `kpk_session_default_params()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct kpk_session_params {
+    /// `sizeof(kpk_session_params)`.
+    pub struct_size: usize,
+    /// Worker threads of this session; 0 = one per core. Default: 0.
+    pub n_threads: i32,
+}
+
+impl CStruct for kpk_session_params {
+    const NAME: &'static str = "kpk_session_params";
+}
+
+/// Options of one translation. Get them from `kpk_translate_default_params()`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct kpk_translate_params {
+    /// `sizeof(kpk_translate_params)`.
+    pub struct_size: usize,
+    /// Target language code with a prompt in the model (see
+    /// `kpk_model_info.languages`); NULL means `"de"`. Default: `"de"`.
+    pub language: *const c_char,
+    /// Beam width, 1 (greedy) to `KPK_MAX_BEAMS`. Default: 1.
+    pub beams: i32,
+    /// Upper limit of generated tokens, at least 1. Default: 256.
+    pub max_tokens: i32,
+    /// Streams the text as it is decoded (with beams > 1: once the search
+    /// ends). May be NULL. Default: NULL.
+    pub on_text: kpk_text_callback,
+    /// Reports progress. May be NULL. Default: NULL.
+    pub on_progress: kpk_progress_callback,
+    /// Passed to both callbacks. Default: NULL.
+    pub user_data: *mut c_void,
+}
+
+impl CStruct for kpk_translate_params {
+    const NAME: &'static str = "kpk_translate_params";
+}
+
+/// The last translation of a session, filled by `kpk_session_last_result()`.
+/// Pointers are owned by the session, valid until its next call or its free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct kpk_result {
+    /// Set to `sizeof(kpk_result)` before calling `kpk_session_last_result()`.
+    pub struct_size: usize,
+    /// The translation, UTF-8 (`""` when the last call failed).
+    pub text: *const c_char,
+    /// Generated token ids (the model's original id space), EOS included if
+    /// emitted.
+    pub token_ids: *const u32,
+    /// Entries of `token_ids`.
+    pub n_tokens: usize,
+    /// Audio positions in the prompt.
+    pub n_audio_tokens: usize,
+    /// Prompt length in tokens, audio included.
+    pub n_prompt_tokens: usize,
+    /// Wall-clock seconds of feature extraction.
+    pub features_s: f64,
+    /// Wall-clock seconds of the audio encoder.
+    pub encoder_s: f64,
+    /// Wall-clock seconds of the prompt prefill.
+    pub prefill_s: f64,
+    /// Wall-clock seconds of token generation.
+    pub decode_s: f64,
+}
+
+impl CStruct for kpk_result {
+    const NAME: &'static str = "kpk_result";
+}
+
+struct State {
+    session: Session,
+    text: CString,
+    last: Option<Translation>,
+}
+
+/// One translation stream (opaque): caches, buffers and worker threads over
+/// a model, of which it holds its own reference. Use a session from one
+/// thread at a time; create one session per concurrent stream.
+pub struct kpk_session {
+    state: Mutex<State>,
+    /// Set by a `kpk_session_free()` that ran while a call was in progress
+    /// (from one of its callbacks); that call frees the session on return.
+    free_requested: AtomicBool,
+}
+
+/// The default session parameters.
+#[no_mangle]
+pub extern "C" fn kpk_session_default_params() -> kpk_session_params {
+    kpk_session_params {
+        struct_size: std::mem::size_of::<kpk_session_params>(),
+        n_threads: 0,
+    }
+}
+
+/// The default translation parameters: German, greedy, at most 256 tokens,
+/// no callbacks.
+#[no_mangle]
+pub extern "C" fn kpk_translate_default_params() -> kpk_translate_params {
+    kpk_translate_params {
+        struct_size: std::mem::size_of::<kpk_translate_params>(),
+        language: c"de".as_ptr(),
+        beams: 1,
+        max_tokens: 256,
+        on_text: None,
+        on_progress: None,
+        user_data: std::ptr::null_mut(),
+    }
+}
+
+/// Creates a session over `model`; `params` may be NULL for the defaults.
+/// The session holds its own reference to the model, so it stays usable
+/// after `kpk_model_free(model)`. On failure `*session_out` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live model; `params` is NULL or points to a
+/// `kpk_session_params`; `session_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn kpk_session_new(
+    model: *const kpk_model,
+    params: *const kpk_session_params,
+    session_out: *mut *mut kpk_session,
+) -> kpk_status {
+    guard(|| {
+        // SAFETY: pointer contracts as documented above.
+        unsafe { clear_out(session_out, "session_out")? };
+        non_null(model, "model")?;
+        let params = if params.is_null() {
+            kpk_session_default_params()
+        } else {
+            // SAFETY: per the contract.
+            unsafe { read_struct(params, "params")? }
+        };
+        let threads = usize::try_from(params.n_threads).map_err(|_| {
+            Error::invalid(format!(
+                "`params->n_threads` is {}; use 0 for one per core",
+                params.n_threads
+            ))
+        })?;
+        // SAFETY: non-NULL live model per the contract.
+        let model = unsafe { &*model }.model.clone();
+        let session = Session::new(model, threads)?;
+        let s = kpk_session {
+            state: Mutex::new(State {
+                session,
+                text: CString::default(),
+                last: None,
+            }),
+            free_requested: AtomicBool::new(false),
+        };
+        // SAFETY: checked by clear_out.
+        unsafe { session_out.write(Box::into_raw(Box::new(s))) };
+        Ok(())
+    })
+}
+
+/// Frees a session; NULL is a no-op. Called from a callback of a running
+/// call on this session, the free happens when that call returns (its
+/// `text_out` is then NULL).
+///
+/// # Safety
+/// `session` is NULL or a live session not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn kpk_session_free(session: *mut kpk_session) {
+    if session.is_null() {
+        return;
+    }
+    guard_void(|| {
+        // SAFETY: a live session per the contract.
+        let s = unsafe { &*session };
+        let busy = matches!(s.state.try_lock(), Err(TryLockError::WouldBlock));
+        if busy {
+            s.free_requested.store(true, Ordering::SeqCst);
+        } else {
+            // SAFETY: from Box::into_raw, not in use, freed once per the contract.
+            drop(unsafe { Box::from_raw(session) });
+        }
+    })
+}
+
+/// Forwards the runtime's text and progress to the C callbacks.
+struct CObserver {
+    on_text: kpk_text_callback,
+    on_progress: kpk_progress_callback,
+    user_data: *mut c_void,
+    buf: Vec<u8>,
+    aborted_by: Option<&'static str>,
+}
+
+impl Observer for CObserver {
+    fn on_text(&mut self, piece: &str) -> bool {
+        let Some(cb) = self.on_text else { return true };
+        self.buf.clear();
+        self.buf.extend(piece.bytes().filter(|&b| b != 0));
+        self.buf.push(0);
+        // SAFETY: a NUL-terminated buffer that outlives the call; the
+        // callback's contract is the caller's.
+        let go = unsafe { cb(self.buf.as_ptr().cast(), self.user_data) };
+        if !go {
+            self.aborted_by = Some("on_text");
+        }
+        go
+    }
+
+    fn on_progress(&mut self, stage: Stage, done: f32) -> bool {
+        let Some(cb) = self.on_progress else {
+            return true;
+        };
+        let stage = match stage {
+            Stage::Features => kpk_stage::Features,
+            Stage::Encoder => kpk_stage::Encoder,
+            Stage::Prefill => kpk_stage::Prefill,
+            Stage::Decode => kpk_stage::Decode,
+        };
+        // SAFETY: the callback's contract is the caller's.
+        let go = unsafe { cb(stage as i32, done.clamp(0.0, 1.0), self.user_data) };
+        if !go {
+            self.aborted_by = Some("on_progress");
+        }
+        go
+    }
+}
+
+/// Where the audio of one call comes from.
+enum Audio<'a> {
+    Pcm(&'a [f32]),
+    Wav(std::path::PathBuf),
+}
+
+/// Checked translate options and the observer built from the C params.
+fn options(
+    state: &State,
+    p: &kpk_translate_params,
+) -> Result<(TranslateOptions, CObserver), Error> {
+    let lang = if p.language.is_null() {
+        "de"
+    } else {
+        // SAFETY: a NUL-terminated string per the params' contract.
+        unsafe { str_arg(p.language, "params->language")? }
+    };
+    let config = state.session.model().config();
+    if !config.templates.contains_key(lang) {
+        return Err(Error::new(
+            kpk_status::UnknownLanguage,
+            format!(
+                "target language `{lang}` is not available in this model (available: {})",
+                config.languages().join(", ")
+            ),
+        ));
+    }
+    if !(1..=KPK_MAX_BEAMS).contains(&p.beams) {
+        return Err(Error::invalid(format!(
+            "`params->beams` is {}; use 1 to {KPK_MAX_BEAMS}",
+            p.beams
+        )));
+    }
+    if p.max_tokens < 1 {
+        return Err(Error::invalid(format!(
+            "`params->max_tokens` is {}; use at least 1",
+            p.max_tokens
+        )));
+    }
+    let opts = TranslateOptions {
+        lang: lang.to_string(),
+        beams: p.beams as usize,
+        max_new_tokens: p.max_tokens as usize,
+    };
+    let observer = CObserver {
+        on_text: p.on_text,
+        on_progress: p.on_progress,
+        user_data: p.user_data,
+        buf: Vec::new(),
+        aborted_by: None,
+    };
+    Ok((opts, observer))
+}
+
+fn run<'a>(
+    state: &mut State,
+    audio: impl FnOnce() -> Result<Audio<'a>, Error>,
+    p: &kpk_translate_params,
+) -> Result<(), Error> {
+    state.last = None;
+    state.text = CString::default();
+    let (opts, mut observer) = options(state, p)?;
+    let owned;
+    let pcm = match audio()? {
+        Audio::Pcm(pcm) => pcm,
+        Audio::Wav(path) => {
+            owned = kompakt_audio::load_16k_mono(&path)?;
+            &owned[..]
+        }
+    };
+    if let Some(i) = pcm.iter().position(|x| !x.is_finite()) {
+        return Err(Error::new(
+            kpk_status::Audio,
+            format!("sample {i} is {}: samples must be finite", pcm[i]),
+        ));
+    }
+    let out = match state.session.translate(pcm, &opts, &mut observer) {
+        Ok(out) => out,
+        Err(kompakt_runtime::RuntimeError::Aborted) => {
+            let by = observer.aborted_by.unwrap_or("a");
+            return Err(Error::new(
+                kpk_status::Aborted,
+                format!("aborted: the {by} callback returned false"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.text = CString::new(out.text.replace('\0', "")).unwrap_or_default();
+    state.last = Some(out);
+    Ok(())
+}
+
+/// Shared body of the translate calls: locks the session, runs, publishes
+/// the text, and performs a free requested by a callback.
+///
+/// # Safety
+/// Pointer contracts of `kpk_translate_pcm()`.
+unsafe fn translate<'a>(
+    session: *mut kpk_session,
+    audio: impl FnOnce() -> Result<Audio<'a>, Error>,
+    params: *const kpk_translate_params,
+    text_out: *mut *const c_char,
+) -> kpk_status {
+    let mut free_now = false;
+    let status = guard(|| {
+        if !text_out.is_null() {
+            if !text_out.is_aligned() {
+                return Err(Error::invalid("`text_out` is misaligned"));
+            }
+            // SAFETY: non-NULL, aligned, writable per the contract.
+            unsafe { text_out.write(std::ptr::null()) };
+        }
+        non_null(session, "session")?;
+        // SAFETY: a live session per the contract.
+        let s = unsafe { &*session };
+        let params = if params.is_null() {
+            kpk_translate_default_params()
+        } else {
+            // SAFETY: per the contract.
+            unsafe { read_struct(params, "params")? }
+        };
+        let mut state =
+            match s.state.try_lock() {
+                Ok(g) => g,
+                // A panic in an earlier call left nothing half-updated that
+                // matters: every call starts from fresh caches.
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return Err(Error::new(
+                    kpk_status::Busy,
+                    "the session is in use by another call (a session serves one call at a time; \
+                     do not call it from its own callbacks)",
+                )),
+            };
+        let result = run(&mut state, audio, &params);
+        if s.free_requested.load(Ordering::SeqCst) {
+            free_now = true;
+        } else if result.is_ok() && !text_out.is_null() {
+            // SAFETY: checked above.
+            unsafe { text_out.write(state.text.as_ptr()) };
+        }
+        drop(state);
+        result
+    });
+    if free_now {
+        // SAFETY: a free was requested during the call; the lock is released
+        // and nobody else may use the session any more.
+        drop(unsafe { Box::from_raw(session) });
+    }
+    status
+}
+
+/// Translates `n_samples` samples of 16 kHz mono audio in [-1, 1] (at most
+/// 30 s, `kpk_model_info.max_samples`). `params` may be NULL for the
+/// defaults. On success `*text_out` (if `text_out` is non-NULL) points to the
+/// UTF-8 translation, owned by the session and valid until the next call on
+/// it or its free; on failure it is NULL.
+///
+/// # Safety
+/// `session` is NULL or a live session; `pcm` is NULL or points to
+/// `n_samples` floats; `params` is NULL or points to a
+/// `kpk_translate_params` whose `language` is NULL or NUL-terminated and
+/// whose callbacks are NULL or callable with its `user_data`; `text_out` is
+/// NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn kpk_translate_pcm(
+    session: *mut kpk_session,
+    pcm: *const f32,
+    n_samples: usize,
+    params: *const kpk_translate_params,
+    text_out: *mut *const c_char,
+) -> kpk_status {
+    let audio = || {
+        if n_samples == 0 {
+            return Ok(Audio::Pcm(&[]));
+        }
+        non_null(pcm, "pcm")?;
+        if !pcm.is_aligned() {
+            return Err(Error::invalid("`pcm` is not aligned to a float"));
+        }
+        if n_samples > isize::MAX as usize / std::mem::size_of::<f32>() {
+            return Err(Error::invalid(format!("`n_samples` is {n_samples}")));
+        }
+        // SAFETY: non-NULL, aligned, `n_samples` floats per the contract,
+        // size within isize::MAX; only read during this call.
+        Ok(Audio::Pcm(unsafe {
+            std::slice::from_raw_parts(pcm, n_samples)
+        }))
+    };
+    // SAFETY: the contract above.
+    unsafe { translate(session, audio, params, text_out) }
+}
+
+/// Reads a WAV file (integer PCM or float, any rate and channel count; at
+/// most 30 s), converts it to 16 kHz mono and translates it like
+/// `kpk_translate_pcm()`.
+///
+/// # Safety
+/// `path` is NULL or NUL-terminated; otherwise as `kpk_translate_pcm()`.
+#[no_mangle]
+pub unsafe extern "C" fn kpk_translate_wav(
+    session: *mut kpk_session,
+    path: *const c_char,
+    params: *const kpk_translate_params,
+    text_out: *mut *const c_char,
+) -> kpk_status {
+    // SAFETY: per the contract.
+    let audio = || Ok(Audio::Wav(unsafe { path_from_c(path)? }));
+    // SAFETY: the contract above.
+    unsafe { translate(session, audio, params, text_out) }
+}
+
+/// Describes the last successful translation of `session` into `*result`,
+/// whose `struct_size` the caller sets to `sizeof(kpk_result)`. After a
+/// failed call (or before any) the text is `""` and the counts are 0.
+///
+/// # Safety
+/// `session` is NULL or a live session; `result` is NULL or points to a
+/// writable `kpk_result`.
+#[no_mangle]
+pub unsafe extern "C" fn kpk_session_last_result(
+    session: *const kpk_session,
+    result: *mut kpk_result,
+) -> kpk_status {
+    guard(|| {
+        non_null(session, "session")?;
+        // SAFETY: checks pointer, alignment and struct_size.
+        unsafe { check_struct(result.cast_const(), "result")? };
+        // SAFETY: a live session per the contract.
+        let s = unsafe { &*session };
+        let state = match s.state.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return Err(Error::new(
+                    kpk_status::Busy,
+                    "the session is in use by another call",
+                ))
+            }
+        };
+        let mut out = kpk_result {
+            struct_size: std::mem::size_of::<kpk_result>(),
+            text: state.text.as_ptr(),
+            token_ids: std::ptr::null(),
+            n_tokens: 0,
+            n_audio_tokens: 0,
+            n_prompt_tokens: 0,
+            features_s: 0.0,
+            encoder_s: 0.0,
+            prefill_s: 0.0,
+            decode_s: 0.0,
+        };
+        if let Some(t) = &state.last {
+            out.token_ids = t.token_ids.as_ptr();
+            out.n_tokens = t.token_ids.len();
+            out.n_audio_tokens = t.n_audio_tokens;
+            out.n_prompt_tokens = t.prompt_tokens;
+            out.features_s = t.timings.features_s;
+            out.encoder_s = t.timings.encoder_s;
+            out.prefill_s = t.timings.prefill_s;
+            out.decode_s = t.timings.decode_s;
+        }
+        // SAFETY: checked by check_struct.
+        unsafe { result.write(out) };
+        Ok(())
+    })
+}
