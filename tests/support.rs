@@ -91,13 +91,9 @@ pub fn converted(name: &str, dtype: DType, style: PromptStyle) -> PathBuf {
     }
     let dir = TMP.get_or_init(|| tempfile::tempdir().expect("temp dir"));
     let out = dir.path().join(format!("{key}.kpk"));
-    let opts = ConvertOptions {
-        checkpoint: fixtures().join("models").join(name),
-        out: out.clone(),
-        dtype,
-        prompt_style: Some(style),
-        name: Some(name.to_string()),
-    };
+    let mut opts = ConvertOptions::new(fixtures().join("models").join(name), &out, dtype);
+    opts.prompt_style = Some(style);
+    opts.name = Some(name.to_string());
     kompakt_converter::convert(&opts, &mut |_| true)
         .unwrap_or_else(|e| panic!("converting {name}: {e}"));
     map.insert(key, out.clone());

@@ -1,9 +1,10 @@
 //! `kompakt convert`: a Hugging Face checkpoint to one `.kpk` file.
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use kompakt_converter::vocab::KeepVocab;
 use kompakt_converter::{ConvertOptions, PromptStyle};
 use kompakt_format::DType;
 
@@ -30,6 +31,23 @@ pub struct ConvertArgs {
     /// Model name stored in the file
     #[arg(long)]
     pub name: Option<String>,
+    /// Fit IWSLT 2025 size bin N (1-5): each weight matrix gets the type that
+    /// minimises the estimated loss within the bin's upper limit (10^6-byte MB, 0.5 % margin)
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5), conflicts_with = "max_size")]
+    pub bin: Option<u8>,
+    /// Fit the file under this many bytes (mixed-precision allocation)
+    #[arg(long)]
+    pub max_size: Option<u64>,
+    /// Trim the vocabulary: `auto` (Latin and Han script tokens) or a UTF-8 text
+    /// corpus whose tokens are kept (repeatable); specials and byte tokens are always kept
+    #[arg(long)]
+    pub keep_vocab: Vec<String>,
+    /// Decoder layers to drop (source indices, comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    pub drop_llm_layers: Vec<usize>,
+    /// Audio encoder layers to drop (source indices, comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    pub drop_audio_layers: Vec<usize>,
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
@@ -41,16 +59,30 @@ pub fn run(args: ConvertArgs) -> Result<()> {
                 args.dtype
             )
         })?;
-    let opts = ConvertOptions {
-        checkpoint: args.checkpoint.clone(),
-        out: args.out.clone(),
-        dtype,
-        prompt_style: args.prompt_style.map(|s| match s {
-            Style::Chat => PromptStyle::Chat,
-            Style::Base => PromptStyle::Base,
-        }),
-        name: args.name,
+    let mut opts = ConvertOptions::new(&args.checkpoint, &args.out, dtype);
+    opts.prompt_style = args.prompt_style.map(|s| match s {
+        Style::Chat => PromptStyle::Chat,
+        Style::Base => PromptStyle::Base,
+    });
+    opts.name = args.name;
+    opts.bin = args.bin;
+    opts.budget = match (args.bin, args.max_size) {
+        (Some(b), _) => kompakt_converter::convert::bin_budget(b),
+        (None, Some(m)) => Some(m),
+        (None, None) => None,
     };
+    opts.keep_vocab = match args.keep_vocab.as_slice() {
+        [] => None,
+        [a] if a == "auto" => Some(KeepVocab::Auto),
+        files => {
+            if files.iter().any(|f| f == "auto") {
+                bail!("--keep-vocab auto cannot be combined with corpus files");
+            }
+            Some(KeepVocab::Corpus(files.iter().map(PathBuf::from).collect()))
+        }
+    };
+    opts.drop_llm_layers = args.drop_llm_layers;
+    opts.drop_audio_layers = args.drop_audio_layers;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -67,6 +99,26 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     })
     .with_context(|| format!("converting {}", args.checkpoint.display()))?;
     bar.finish_and_clear();
+    if let Some(k) = summary.kept_vocab {
+        eprintln!("vocabulary trimmed to {k} token rows");
+    }
+    if let Some(plan) = &summary.plan {
+        let mut hist = std::collections::BTreeMap::<&str, (usize, u64)>::new();
+        for c in &plan.choices {
+            let e = hist.entry(c.dtype.name()).or_default();
+            e.0 += 1;
+            e.1 += c.bytes;
+        }
+        let parts: Vec<String> = hist
+            .iter()
+            .map(|(t, (n, b))| format!("{t}: {n} tensors, {b} bytes"))
+            .collect();
+        eprintln!(
+            "plan for a budget of {} bytes: {}",
+            plan.budget,
+            parts.join("; ")
+        );
+    }
     eprintln!(
         "wrote {} ({} bytes, {} tensors, {} parameters) in {:.1} s",
         summary.path.display(),

@@ -399,13 +399,8 @@ mod tests {
             std::process::id(),
             dtype.name()
         ));
-        let opts = ConvertOptions {
-            checkpoint: root,
-            out: out.clone(),
-            dtype,
-            prompt_style: Some(PromptStyle::Chat),
-            name: None,
-        };
+        let mut opts = ConvertOptions::new(root, out.clone(), dtype);
+        opts.prompt_style = Some(PromptStyle::Chat);
         kompakt_converter::convert(&opts, &mut |_| true).expect("convert fixture");
         let m = Arc::new(Model::load(&out).expect("load"));
         let _ = std::fs::remove_file(&out);

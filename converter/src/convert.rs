@@ -31,6 +31,56 @@ pub struct ConvertOptions {
     /// `None` = chat if the tokenizer has a chat template, else base.
     pub prompt_style: Option<PromptStyle>,
     pub name: Option<String>,
+    /// Fit the file under this many bytes with a mixed-precision allocation
+    /// (then `dtype` is ignored for the allocated tensors).
+    pub budget: Option<u64>,
+    /// Size-bin target recorded in provenance (1-5), when `budget` came from one.
+    pub bin: Option<u8>,
+    /// Vocabulary trimming.
+    pub keep_vocab: Option<crate::vocab::KeepVocab>,
+    /// Source decoder layers to drop.
+    pub drop_llm_layers: Vec<usize>,
+    /// Source encoder layers to drop.
+    pub drop_audio_layers: Vec<usize>,
+}
+
+impl ConvertOptions {
+    /// Options for a plain conversion to `dtype`.
+    pub fn new(
+        checkpoint: impl Into<PathBuf>,
+        out: impl Into<PathBuf>,
+        dtype: DType,
+    ) -> ConvertOptions {
+        ConvertOptions {
+            checkpoint: checkpoint.into(),
+            out: out.into(),
+            dtype,
+            prompt_style: None,
+            name: None,
+            budget: None,
+            bin: None,
+            keep_vocab: None,
+            drop_llm_layers: Vec::new(),
+            drop_audio_layers: Vec::new(),
+        }
+    }
+}
+
+/// Upper storage limit of IWSLT 2025 size bin `bin` in bytes (MB = 10^6).
+pub fn bin_limit(bin: u8) -> Option<u64> {
+    match bin {
+        1 => Some(4_000_000_000),
+        2 => Some(2_000_000_000),
+        3 => Some(1_000_000_000),
+        4 => Some(500_000_000),
+        5 => Some(200_000_000),
+        _ => None,
+    }
+}
+
+/// The byte budget used for bin `bin`: its upper limit less a 0.5 % margin.
+pub fn bin_budget(bin: u8) -> Option<u64> {
+    bin_limit(bin).map(|l| l - l / 200)
 }
 
 /// Progress of a conversion.
@@ -48,6 +98,42 @@ pub struct ConvertSummary {
     pub file_size: u64,
     pub tensors: usize,
     pub params: u64,
+    /// Rows kept when the vocabulary was trimmed.
+    pub kept_vocab: Option<usize>,
+    /// The mixed-precision plan, when a budget was given.
+    pub plan: Option<crate::plan::Plan>,
+}
+
+/// Structure decisions that the metadata records.
+struct Layout<'a> {
+    hp: &'a HParams,
+    enc_layers: &'a [usize],
+    llm_layers: &'a [usize],
+    kept: Option<&'a [u32]>,
+    style: PromptStyle,
+    plan: Option<&'a crate::plan::Plan>,
+}
+
+fn prompt_style(opts: &ConvertOptions) -> Result<PromptStyle> {
+    if let Some(s) = opts.prompt_style {
+        return Ok(s);
+    }
+    let dir = &opts.checkpoint;
+    let cfg_path = dir.join("tokenizer_config.json");
+    let has_template = cfg_path.exists()
+        && read_json(&cfg_path)
+            .map(|(v, _)| v.get("chat_template").is_some())
+            .unwrap_or(false);
+    Ok(
+        if has_template
+            || dir.join("chat_template.json").exists()
+            || dir.join("chat_template.jinja").exists()
+        {
+            PromptStyle::Chat
+        } else {
+            PromptStyle::Base
+        },
+    )
 }
 
 /// Instruction per target language.
@@ -129,15 +215,28 @@ fn write_converted(
     ckpt: &Checkpoint,
     s: &TensorSpec,
     dtype: DType,
+    keep_rows: Option<&[usize]>,
 ) -> Result<()> {
     let (src, bytes) = ckpt.view(&s.hf, &s.shape)?;
     let cols = (*s.shape.last().unwrap_or(&1)).max(1);
-    let rows = s.shape.iter().product::<usize>() / cols;
-    let shape: Vec<u64> = s.shape.iter().map(|&d| d as u64).collect();
+    let row_bytes = cols * src.width();
+    let gathered: Vec<u8>;
+    let mut shape: Vec<u64> = s.shape.iter().map(|&d| d as u64).collect();
+    let (bytes, rows) = match keep_rows {
+        None => (bytes, s.shape.iter().product::<usize>() / cols),
+        Some(keep) => {
+            gathered = keep
+                .iter()
+                .flat_map(|&r| &bytes[r * row_bytes..(r + 1) * row_bytes])
+                .copied()
+                .collect();
+            shape[0] = keep.len() as u64;
+            (&gathered[..], keep.len())
+        }
+    };
     w.begin_tensor(&s.kpk, dtype, &shape)?;
     let slice_rows = (SLICE_ELEMS / cols).max(1);
     let task_rows = (slice_rows / (4 * rayon::current_num_threads())).max(1);
-    let row_bytes = cols * src.width();
     for r0 in (0..rows).step_by(slice_rows) {
         let r1 = (r0 + slice_rows).min(rows);
         let parts: Vec<Result<Vec<u8>>> = bytes[r0 * row_bytes..r1 * row_bytes]
@@ -153,6 +252,16 @@ fn write_converted(
     }
     w.end_tensor()?;
     Ok(())
+}
+
+/// Bytes the tokenizer takes in the metadata (compressed as the writer does).
+fn compressed_len(tokenizer_json: &[u8]) -> Result<u64> {
+    let mut m = Metadata::new();
+    kompakt_format::set_tokenizer_json(&mut m, tokenizer_json)?;
+    Ok(match m.get("tokenizer.json_zstd") {
+        Some(MetaValue::Bytes(b)) => b.len() as u64,
+        _ => tokenizer_json.len() as u64,
+    })
 }
 
 /// The dtype a tensor of `role` is stored in when weights go to `target`.
@@ -178,8 +287,22 @@ pub fn convert(
     }
     let ckpt = Checkpoint::open(&opts.checkpoint)?;
     let hp = HParams::from_config(&ckpt.config)?;
-    let enc_layers: Vec<usize> = (0..hp.enc_layers).collect();
-    let llm_layers: Vec<usize> = (0..hp.layers).collect();
+    let keep_layers = |n: usize, drop: &[usize], what: &str| -> Result<Vec<usize>> {
+        if let Some(&bad) = drop.iter().find(|&&l| l >= n) {
+            return Err(ConvertError::Option(format!(
+                "cannot drop {what} layer {bad}: the model has {n}"
+            )));
+        }
+        let kept: Vec<usize> = (0..n).filter(|l| !drop.contains(l)).collect();
+        if kept.is_empty() {
+            return Err(ConvertError::Option(format!(
+                "dropping every {what} layer leaves no model"
+            )));
+        }
+        Ok(kept)
+    };
+    let enc_layers = keep_layers(hp.enc_layers, &opts.drop_audio_layers, "audio")?;
+    let llm_layers = keep_layers(hp.layers, &opts.drop_llm_layers, "LLM")?;
     let specs = mapping::tensors(&hp, &enc_layers, &llm_layers);
     for s in &specs {
         if !ckpt.has(&s.hf) {
@@ -190,13 +313,89 @@ pub fn convert(
         }
     }
 
+    let tok_path = opts.checkpoint.join("tokenizer.json");
+    let tok_bytes = std::fs::read(&tok_path).map_err(|source| ConvertError::Io {
+        path: tok_path.clone(),
+        source,
+    })?;
+    let style = prompt_style(opts)?;
+    let prompts: Vec<String> = INSTRUCTIONS
+        .iter()
+        .map(|(_, i)| prompt_template(style, i))
+        .collect();
+    let kept: Option<Vec<u32>> = match &opts.keep_vocab {
+        None => None,
+        Some(k) => Some(crate::vocab::select(&tok_bytes, hp.vocab, k, &prompts)?),
+    };
+    let rows_of = |s: &TensorSpec| -> Option<Vec<usize>> {
+        match (&kept, s.role) {
+            (Some(k), Role::Embedding | Role::LmHead) => {
+                Some(k.iter().map(|&i| i as usize).collect())
+            }
+            _ => None,
+        }
+    };
+    let stored_shape = |s: &TensorSpec| -> Vec<usize> {
+        let mut shape = s.shape.clone();
+        if let Some(r) = rows_of(s) {
+            shape[0] = r.len();
+        }
+        shape
+    };
+
+    let plan = match opts.budget {
+        None => None,
+        Some(budget) => {
+            // Everything not allocated, plus metadata and alignment.
+            let fixed: u64 = specs
+                .iter()
+                .filter(|s| !crate::plan::allocatable(s.role))
+                .map(|s| {
+                    let shape: Vec<u64> = stored_shape(s).iter().map(|&d| d as u64).collect();
+                    dtype_for(s.role, DType::Q4K)
+                        .storage_bytes(&shape)
+                        .unwrap_or(0)
+                })
+                .sum::<u64>()
+                + specs.len() as u64 * 64
+                + compressed_len(&tok_bytes)?
+                + kept.as_ref().map_or(0, |k| k.len() as u64 * 8)
+                + 201 * hp.n_mels as u64 * 4
+                + (16 << 10);
+            Some(crate::plan::allocate(
+                &ckpt,
+                &specs,
+                &stored_shape,
+                &rows_of,
+                &crate::plan::CANDIDATES,
+                budget,
+                fixed,
+            )?)
+        }
+    };
+    let dtype_of = |s: &TensorSpec| -> DType {
+        match plan.as_ref().and_then(|p| p.dtype_of(&s.kpk)) {
+            Some(d) => d,
+            None if plan.is_some() => dtype_for(s.role, DType::Q4K),
+            None => dtype_for(s.role, opts.dtype),
+        }
+    };
+
     let mut w = KpkWriter::create(&opts.out)?;
     let meta = w.metadata_mut();
-    write_metadata(meta, opts, &ckpt, &hp, &specs)?;
+    let layout = Layout {
+        hp: &hp,
+        enc_layers: &enc_layers,
+        llm_layers: &llm_layers,
+        kept: kept.as_deref(),
+        style,
+        plan: plan.as_ref(),
+    };
+    write_metadata(meta, opts, &ckpt, &layout, &specs, &stored_shape)?;
 
     let total = specs.len();
     for (done, s) in specs.iter().enumerate() {
-        write_converted(&mut w, &ckpt, s, dtype_for(s.role, opts.dtype))?;
+        write_converted(&mut w, &ckpt, s, dtype_of(s), rows_of(s).as_deref())?;
         if !progress(Progress {
             done: done + 1,
             total,
@@ -212,8 +411,10 @@ pub fn convert(
         tensors: total,
         params: specs
             .iter()
-            .map(|s| s.shape.iter().product::<usize>() as u64)
+            .map(|s| stored_shape(s).iter().product::<usize>() as u64)
             .sum(),
+        kept_vocab: kept.map(|k| k.len()),
+        plan,
     })
 }
 
@@ -221,10 +422,12 @@ fn write_metadata(
     meta: &mut Metadata,
     opts: &ConvertOptions,
     ckpt: &Checkpoint,
-    hp: &HParams,
+    layout: &Layout<'_>,
     specs: &[TensorSpec],
+    stored_shape: &dyn Fn(&TensorSpec) -> Vec<usize>,
 ) -> Result<()> {
     use MetaValue::*;
+    let hp = layout.hp;
     let dir: &Path = &ckpt.dir;
     let dir_name = dir
         .canonicalize()
@@ -251,7 +454,14 @@ fn write_metadata(
         )),
     )?;
     put(meta, "audio.d_model", U64(hp.d_model as u64))?;
-    put(meta, "audio.n_layers", U64(hp.enc_layers as u64))?;
+    put(meta, "audio.n_layers", U64(layout.enc_layers.len() as u64))?;
+    if layout.enc_layers.len() != hp.enc_layers {
+        put(
+            meta,
+            "audio.layer_ids",
+            I64s(layout.enc_layers.iter().map(|&l| l as i64).collect()),
+        )?;
+    }
     put(meta, "audio.n_heads", U64(hp.enc_heads as u64))?;
     put(meta, "audio.ffn_dim", U64(hp.enc_ffn as u64))?;
     put(
@@ -262,7 +472,14 @@ fn write_metadata(
     put(meta, "audio.layer_norm_eps", F64(1e-5))?;
 
     put(meta, "llm.hidden_size", U64(hp.hidden as u64))?;
-    put(meta, "llm.n_layers", U64(hp.layers as u64))?;
+    put(meta, "llm.n_layers", U64(layout.llm_layers.len() as u64))?;
+    if layout.llm_layers.len() != hp.layers {
+        put(
+            meta,
+            "llm.layer_ids",
+            I64s(layout.llm_layers.iter().map(|&l| l as i64).collect()),
+        )?;
+    }
     put(meta, "llm.n_heads", U64(hp.heads as u64))?;
     put(meta, "llm.n_kv_heads", U64(hp.kv_heads as u64))?;
     put(meta, "llm.head_dim", U64(hp.head_dim as u64))?;
@@ -274,16 +491,21 @@ fn write_metadata(
         "llm.max_position_embeddings",
         U64(hp.max_positions as u64),
     )?;
-    put(meta, "llm.vocab_size", U64(hp.vocab as u64))?;
+    put(
+        meta,
+        "llm.vocab_size",
+        U64(layout.kept.map_or(hp.vocab, |k| k.len()) as u64),
+    )?;
+    if let Some(k) = layout.kept {
+        put(
+            meta,
+            "vocab.kept_ids",
+            I64s(k.iter().map(|&i| i as i64).collect()),
+        )?;
+    }
 
     // Tokenizer and special tokens.
     let tok_path = dir.join("tokenizer.json");
-    if !tok_path.exists() {
-        return Err(ConvertError::Tokenizer(format!(
-            "{} is missing (kompakt needs the Hugging Face fast tokenizer file)",
-            tok_path.display()
-        )));
-    }
     let (tok, tok_bytes) = read_json(&tok_path)?;
     let ids = special_ids(&tok)?;
     let need = |t: &str| -> Result<u64> {
@@ -321,24 +543,7 @@ fn write_metadata(
     put(meta, "tokenizer.eos_ids", I64s(eos))?;
 
     // Prompts.
-    let style = match opts.prompt_style {
-        Some(s) => s,
-        None => {
-            let cfg_path = dir.join("tokenizer_config.json");
-            let has_template = cfg_path.exists()
-                && read_json(&cfg_path)
-                    .map(|(v, _)| v.get("chat_template").is_some())
-                    .unwrap_or(false);
-            if has_template
-                || dir.join("chat_template.json").exists()
-                || dir.join("chat_template.jinja").exists()
-            {
-                PromptStyle::Chat
-            } else {
-                PromptStyle::Base
-            }
-        }
-    };
+    let style = layout.style;
     put(
         meta,
         "prompt.style",
@@ -374,25 +579,68 @@ fn write_metadata(
         "provenance.converter",
         Str(format!("kompakt-converter {}", env!("CARGO_PKG_VERSION"))),
     )?;
-    let recipe = serde_json::json!({ "weights": opts.dtype.name(), "vectors": "f32" });
-    put(meta, "provenance.recipe", Str(recipe.to_string()))?;
     let mut techniques = vec![];
-    if opts.dtype.is_quantized() {
+    let recipe = match layout.plan {
+        Some(plan) => {
+            let mut types: Vec<String> = plan
+                .choices
+                .iter()
+                .map(|c| c.dtype.name().to_string())
+                .collect();
+            types.sort();
+            types.dedup();
+            techniques.push(format!(
+                "mixed-precision weight quantization ({}) chosen per tensor to fit {} bytes{}",
+                types.join(", "),
+                plan.budget,
+                opts.bin
+                    .map(|b| format!(" (IWSLT 2025 Bin{b})"))
+                    .unwrap_or_default()
+            ));
+            serde_json::json!({ "bin": opts.bin, "plan": plan.to_json(), "vectors": "f32", "conv_and_positions": "f16" })
+        }
+        None => {
+            if opts.dtype.is_quantized() {
+                techniques.push(format!(
+                    "uniform {} weight quantization ({} bits per weight)",
+                    opts.dtype,
+                    opts.dtype.bits_per_weight()
+                ));
+            } else if opts.dtype != DType::F32 {
+                techniques.push(format!("{} weight storage", opts.dtype));
+            }
+            serde_json::json!({ "weights": opts.dtype.name(), "vectors": "f32" })
+        }
+    };
+    if let Some(k) = layout.kept {
         techniques.push(format!(
-            "uniform {} weight quantization ({} bits per weight)",
-            opts.dtype,
-            opts.dtype.bits_per_weight()
+            "vocabulary trimming ({} of {} token rows kept)",
+            k.len(),
+            hp.vocab
         ));
-    } else if opts.dtype != DType::F32 {
-        techniques.push(format!("{} weight storage", opts.dtype));
     }
+    if layout.llm_layers.len() != hp.layers {
+        techniques.push(format!(
+            "decoder depth pruning ({} of {} layers kept)",
+            layout.llm_layers.len(),
+            hp.layers
+        ));
+    }
+    if layout.enc_layers.len() != hp.enc_layers {
+        techniques.push(format!(
+            "audio encoder depth pruning ({} of {} layers kept)",
+            layout.enc_layers.len(),
+            hp.enc_layers
+        ));
+    }
+    put(meta, "provenance.recipe", Str(recipe.to_string()))?;
     put(meta, "provenance.techniques", Strs(techniques))?;
     put(meta, "provenance.datasets", Strs(vec![]))?;
     let count = |c: Component| -> u64 {
         specs
             .iter()
             .filter(|s| s.component == c)
-            .map(|s| s.shape.iter().product::<usize>() as u64)
+            .map(|s| stored_shape(s).iter().product::<usize>() as u64)
             .sum()
     };
     let parts = [

@@ -4,7 +4,9 @@ pub mod convert;
 pub mod error;
 pub mod hparams;
 pub mod mapping;
+pub mod plan;
 pub mod synth;
+pub mod vocab;
 
 pub use convert::{convert, ConvertOptions, ConvertSummary, Progress, PromptStyle};
 pub use error::{ConvertError, Result};

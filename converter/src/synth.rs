@@ -77,7 +77,7 @@ fn config_json(hp: &HParams) -> serde_json::Value {
 /// (256 byte tokens and placeholders) and Qwen2-Audio's special tokens at
 /// their real ids. It encodes any text (byte by byte) and decodes any id.
 pub fn tokenizer_json() -> serde_json::Value {
-    let bytes = byte_level_alphabet();
+    let bytes = crate::vocab::byte_level_alphabet();
     let mut vocab = serde_json::Map::new();
     for (i, c) in bytes.iter().enumerate() {
         vocab.insert(c.to_string(), json!(i));
@@ -113,23 +113,6 @@ pub fn tokenizer_json() -> serde_json::Value {
                   "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
                   "ignore_merges": false, "vocab": vocab, "merges": []}
     })
-}
-
-/// GPT-2's byte-to-unicode table, in byte order.
-fn byte_level_alphabet() -> Vec<char> {
-    let printable =
-        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-    let mut n = 0;
-    (0u32..256)
-        .map(|b| {
-            if printable(b) {
-                char::from_u32(b).unwrap_or('?')
-            } else {
-                n += 1;
-                char::from_u32(255 + n).unwrap_or('?')
-            }
-        })
-        .collect()
 }
 
 /// SplitMix64, for reproducible values without a dependency.

@@ -1,0 +1,225 @@
+//! Mixed-precision allocation: choose each weight matrix's dtype so that the
+//! file fits a byte budget while the estimated loss is smallest.
+//!
+//! The loss of storing tensor `t` as type `q` is estimated as
+//! `numel(t) * e(t, q) * s(t)`: `e` is the importance-weighted relative
+//! squared error of quantizing a sample of the tensor's rows (measured, not
+//! assumed), `s` a per-tensor sensitivity (1 without calibration). The
+//! allocation starts every tensor at the cheapest candidate and repeatedly
+//! applies the upgrade with the best loss reduction per added byte that
+//! still fits (a greedy multiple-choice knapsack).
+use kompakt_format::DType;
+use rayon::prelude::*;
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{ConvertError, Result};
+use crate::mapping::{Role, TensorSpec};
+
+/// Rows sampled per tensor to estimate quantization error.
+const SAMPLE_ROWS: usize = 32;
+
+/// Default candidate types for allocation, cheapest first.
+pub const CANDIDATES: [DType; 6] = [
+    DType::IQ2,
+    DType::Q2K,
+    DType::Q3K,
+    DType::Q4K,
+    DType::Q8_0,
+    DType::F16,
+];
+
+/// One tensor's decision.
+#[derive(Clone, Debug)]
+pub struct Choice {
+    pub kpk: String,
+    pub dtype: DType,
+    pub bytes: u64,
+    /// Estimated relative error of the chosen type.
+    pub rel_err: f64,
+}
+
+/// The result of an allocation.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub choices: Vec<Choice>,
+    pub budget: u64,
+    pub fixed_bytes: u64,
+    pub weight_bytes: u64,
+}
+
+impl Plan {
+    /// The dtype chosen for `kpk`, if it is an allocated tensor.
+    pub fn dtype_of(&self, kpk: &str) -> Option<DType> {
+        self.choices.iter().find(|c| c.kpk == kpk).map(|c| c.dtype)
+    }
+
+    /// A JSON record of the plan for provenance.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut hist = std::collections::BTreeMap::<String, u64>::new();
+        for c in &self.choices {
+            *hist.entry(c.dtype.name().to_string()).or_default() += 1;
+        }
+        serde_json::json!({
+            "budget_bytes": self.budget,
+            "fixed_bytes": self.fixed_bytes,
+            "weight_bytes": self.weight_bytes,
+            "types": hist,
+            "tensors": self.choices.iter().map(|c| serde_json::json!([c.kpk, c.dtype.name()])).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// Relative squared error of `dtype` on evenly spaced sample rows of `spec`,
+/// weighted per input column by `importance` when given.
+pub fn sample_error(
+    ckpt: &Checkpoint,
+    spec: &TensorSpec,
+    rows_of: Option<&[usize]>,
+    dtype: DType,
+    importance: Option<&[f32]>,
+) -> Result<f64> {
+    let (src, bytes) = ckpt.view(&spec.hf, &spec.shape)?;
+    let cols = *spec.shape.last().unwrap_or(&1);
+    let all_rows = spec.shape.iter().product::<usize>() / cols.max(1);
+    let n = rows_of.map_or(all_rows, |r| r.len());
+    let take = SAMPLE_ROWS.min(n);
+    let row_bytes = cols * src.width();
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for k in 0..take {
+        let i = k * n / take;
+        let r = rows_of.map_or(i, |rows| rows[i]);
+        let x = src.decode(&bytes[r * row_bytes..(r + 1) * row_bytes]);
+        let q = kompakt_kernels::quantize(dtype, &x, 1, cols, importance).map_err(|e| {
+            ConvertError::Quantize {
+                name: spec.hf.clone(),
+                msg: e.to_string(),
+            }
+        })?;
+        let w = kompakt_kernels::WeightRef::new(dtype, &q, 1, cols).map_err(|e| {
+            ConvertError::Quantize {
+                name: spec.hf.clone(),
+                msg: e.to_string(),
+            }
+        })?;
+        let mut y = vec![0.0f32; cols];
+        kompakt_kernels::dequantize(&w, &mut y);
+        for c in 0..cols {
+            let imp = importance.map_or(1.0, |v| v[c] as f64);
+            num += imp * ((x[c] - y[c]) as f64).powi(2);
+            den += imp * (x[c] as f64).powi(2);
+        }
+    }
+    Ok(if den > 0.0 { num / den } else { 0.0 })
+}
+
+/// Whether the allocator decides this tensor's dtype.
+pub fn allocatable(role: Role) -> bool {
+    matches!(role, Role::Linear | Role::Embedding | Role::LmHead)
+}
+
+/// Chooses dtypes for the allocatable tensors of `specs` so that
+/// `fixed_bytes` plus their storage stays within `budget`.
+/// `rows` gives the number of stored rows of each spec (after trimming).
+pub fn allocate(
+    ckpt: &Checkpoint,
+    specs: &[TensorSpec],
+    stored_shape: &(dyn Fn(&TensorSpec) -> Vec<usize> + Sync),
+    rows_of: &(dyn Fn(&TensorSpec) -> Option<Vec<usize>> + Sync),
+    candidates: &[DType],
+    budget: u64,
+    fixed_bytes: u64,
+) -> Result<Plan> {
+    let targets: Vec<&TensorSpec> = specs.iter().filter(|s| allocatable(s.role)).collect();
+    // errors[t][c], bytes[t][c]
+    let table: Vec<Result<(Vec<f64>, Vec<u64>)>> = targets
+        .par_iter()
+        .map(|s| {
+            let shape: Vec<u64> = stored_shape(s).iter().map(|&d| d as u64).collect();
+            let numel: f64 = shape.iter().product::<u64>() as f64;
+            let rows = rows_of(s);
+            let mut errs = Vec::new();
+            let mut sizes = Vec::new();
+            for &d in candidates {
+                let e = if d.is_quantized() {
+                    sample_error(ckpt, s, rows.as_deref(), d, None)?
+                } else {
+                    0.0
+                };
+                errs.push(e * numel);
+                sizes.push(d.storage_bytes(&shape).unwrap_or(u64::MAX));
+            }
+            Ok((errs, sizes))
+        })
+        .collect();
+    // Per tensor, the candidates in order of size, keeping only those that
+    // are smaller or more accurate than every cheaper one.
+    let table: Vec<Vec<(u64, f64, DType)>> = table
+        .into_iter()
+        .map(|r| {
+            r.map(|(errs, sizes)| {
+                let mut opts: Vec<(u64, f64, DType)> = sizes
+                    .into_iter()
+                    .zip(errs)
+                    .zip(candidates)
+                    .map(|((b, e), &d)| (b, e, d))
+                    .collect();
+                opts.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+                let mut kept: Vec<(u64, f64, DType)> = Vec::new();
+                for o in opts {
+                    if kept.last().is_none_or(|k| o.1 < k.1) {
+                        kept.push(o);
+                    }
+                }
+                kept
+            })
+        })
+        .collect::<Result<_>>()?;
+    let mut pick = vec![0usize; targets.len()];
+    let mut used: u64 = fixed_bytes + table.iter().map(|o| o[0].0).sum::<u64>();
+    if used > budget {
+        return Err(ConvertError::Option(format!(
+            "even the smallest types give {used} bytes, over the budget of {budget}: \
+             trim the vocabulary (--keep-vocab) or drop layers (--drop-llm-layers)"
+        )));
+    }
+    loop {
+        let mut best: Option<(f64, usize, usize)> = None;
+        for (t, opts) in table.iter().enumerate() {
+            let (b0, e0, _) = opts[pick[t]];
+            for (c, &(b, e, _)) in opts.iter().enumerate().skip(pick[t] + 1) {
+                let extra = b - b0;
+                if used + extra > budget {
+                    continue;
+                }
+                let ratio = (e0 - e) / extra.max(1) as f64;
+                if best.is_none_or(|x| ratio > x.0) {
+                    best = Some((ratio, t, c));
+                }
+            }
+        }
+        let Some((_, t, c)) = best else { break };
+        used += table[t][c].0 - table[t][pick[t]].0;
+        pick[t] = c;
+    }
+    let choices = targets
+        .iter()
+        .zip(&pick)
+        .zip(&table)
+        .map(|((s, &c), opts)| {
+            let numel: f64 = stored_shape(s).iter().product::<usize>() as f64;
+            let (bytes, err, dtype) = opts[c];
+            Choice {
+                kpk: s.kpk.clone(),
+                dtype,
+                bytes,
+                rel_err: err / numel.max(1.0),
+            }
+        })
+        .collect();
+    Ok(Plan {
+        choices,
+        budget,
+        fixed_bytes,
+        weight_bytes: used - fixed_bytes,
+    })
+}

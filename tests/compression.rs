@@ -1,0 +1,135 @@
+//! Structural compression on the fixture models: vocabulary trimming keeps
+//! the output when the untrimmed model only emits kept tokens; depth pruning
+//! and budgeted mixed precision give loadable files of the promised shape
+//! and size.
+use std::sync::Arc;
+
+use kompakt_converter::vocab::KeepVocab;
+use kompakt_converter::{ConvertError, ConvertOptions};
+use kompakt_format::{DType, KpkFile};
+use kompakt_runtime::{Model, Quiet, Session, TranslateOptions};
+use kompakt_tests::fixtures;
+
+fn translate(path: &std::path::Path) -> (String, Vec<u32>) {
+    let model = Arc::new(Model::load(path).unwrap());
+    let mut s = Session::new(model, 2).unwrap();
+    let pcm =
+        kompakt_audio::load_16k_mono(&fixtures().join("audio/medium_44k1_stereo_s24.wav")).unwrap();
+    let opts = TranslateOptions {
+        lang: "de".into(),
+        beams: 1,
+        max_new_tokens: 24,
+    };
+    let out = s.translate(&pcm, &opts, &mut Quiet).unwrap();
+    (out.text, out.token_ids)
+}
+
+fn options(dir: &tempfile::TempDir, name: &str) -> ConvertOptions {
+    ConvertOptions::new(
+        fixtures().join("models/tiny-gqa"),
+        dir.path().join(name),
+        DType::F32,
+    )
+}
+
+#[test]
+fn trimmed_vocabulary_gives_the_same_translation() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = options(&dir, "full.kpk");
+    kompakt_converter::convert(&full, &mut |_| true).unwrap();
+    let (text, ids) = translate(&full.out);
+
+    let mut trimmed = options(&dir, "trimmed.kpk");
+    trimmed.keep_vocab = Some(KeepVocab::Ids(ids.clone()));
+    let summary = kompakt_converter::convert(&trimmed, &mut |_| true).unwrap();
+    let kept = summary.kept_vocab.unwrap();
+    let file = KpkFile::open(&trimmed.out).unwrap();
+    assert_eq!(
+        file.metadata().get_u64("llm.vocab_size").unwrap() as usize,
+        kept
+    );
+    assert!(kept < 512, "kept {kept} rows of 512");
+    assert_eq!(
+        file.tensor("llm.lm_head.weight").unwrap().shape()[0] as usize,
+        kept
+    );
+    let (text2, ids2) = translate(&trimmed.out);
+    assert_eq!(ids2, ids);
+    assert_eq!(text2, text);
+    eprintln!("vocabulary 512 -> {kept} rows, same {} tokens", ids.len());
+}
+
+#[test]
+fn automatic_trimming_keeps_bytes_specials_and_prompts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&dir, "auto.kpk");
+    o.keep_vocab = Some(KeepVocab::Auto);
+    let s = kompakt_converter::convert(&o, &mut |_| true).unwrap();
+    let kept = s.kept_vocab.unwrap();
+    // 456 regular + 6 special tokens; padding rows 462..512 are dropped.
+    assert!((262..=462).contains(&kept), "kept {kept}");
+    translate(&o.out);
+}
+
+#[test]
+fn dropped_layers_are_recorded_and_the_model_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&dir, "pruned.kpk");
+    o.drop_llm_layers = vec![1];
+    o.drop_audio_layers = vec![0];
+    kompakt_converter::convert(&o, &mut |_| true).unwrap();
+    let f = KpkFile::open(&o.out).unwrap();
+    let m = f.metadata();
+    assert_eq!(m.get_u64("llm.n_layers").unwrap(), 1);
+    assert_eq!(m.get_i64s("llm.layer_ids").unwrap(), &[0]);
+    assert_eq!(m.get_i64s("audio.layer_ids").unwrap(), &[1]);
+    assert!(f.get_tensor("llm.layers.1.attn.q.weight").is_none());
+    translate(&o.out);
+
+    let mut bad = options(&dir, "bad.kpk");
+    bad.drop_llm_layers = vec![7];
+    let err = kompakt_converter::convert(&bad, &mut |_| true).unwrap_err();
+    assert!(err.to_string().contains("layer 7"), "{err}");
+}
+
+#[test]
+fn budget_is_respected_and_too_small_a_budget_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = |dtype: DType| {
+        let mut o = options(&dir, &format!("{dtype}.kpk"));
+        o.dtype = dtype;
+        kompakt_converter::convert(&o, &mut |_| true)
+            .unwrap()
+            .file_size
+    };
+    // On 64-wide rows every block type pads, so the smallest type differs
+    // per tensor; the allocator starts from each tensor's smallest.
+    let small = size(DType::IQ2).min(size(DType::Q8_0));
+    let budget = (small + size(DType::F16)) / 2;
+    let mut mixed = options(&dir, "mixed.kpk");
+    mixed.budget = Some(budget);
+    let s = kompakt_converter::convert(&mixed, &mut |_| true).unwrap();
+    assert!(s.file_size <= budget, "{} > {budget}", s.file_size);
+    let plan = s.plan.unwrap();
+    let types: std::collections::BTreeSet<_> =
+        plan.choices.iter().map(|c| c.dtype.name()).collect();
+    assert!(
+        types.len() > 1,
+        "a mixed plan uses several types: {types:?}"
+    );
+    let f = KpkFile::open(&mixed.out).unwrap();
+    assert!(f
+        .metadata()
+        .get_str("provenance.recipe")
+        .unwrap()
+        .contains("\"plan\""));
+    translate(&mixed.out);
+
+    let mut tiny = options(&dir, "tiny.kpk");
+    tiny.budget = Some(small / 4);
+    match kompakt_converter::convert(&tiny, &mut |_| true) {
+        Err(ConvertError::Option(msg)) => assert!(msg.contains("--keep-vocab"), "{msg}"),
+        other => panic!("expected a budget error, got {other:?}"),
+    }
+    assert!(!tiny.out.exists());
+}
