@@ -247,6 +247,31 @@ impl Checkpoint {
         Ok((dtype, bytes))
     }
 
+    /// Tells the kernel that the pages of tensor `name` are no longer needed,
+    /// so that converting a model larger than memory does not keep the
+    /// source resident (the page cache still holds them if memory allows).
+    pub fn release(&self, name: &str) {
+        let Some(e) = self.entries.get(name) else {
+            return;
+        };
+        const PAGE: usize = 4096;
+        let start = e.start.div_ceil(PAGE) * PAGE;
+        let end = e.end / PAGE * PAGE;
+        if end > start {
+            // SAFETY: the mapping is private and read-only; MADV_DONTNEED
+            // only drops this process's page-table entries, and a later read
+            // of the range faults the same file bytes back in, so no memory
+            // that Rust code may still read changes its contents.
+            let _ = unsafe {
+                self.shards[e.shard].map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+    }
+
     /// Reads tensor `name` as f32 and checks its shape against `expected`.
     pub fn read(&self, name: &str, expected: &[usize]) -> Result<SourceTensor> {
         let (dtype, bytes) = self.view(name, expected)?;

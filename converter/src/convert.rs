@@ -396,6 +396,7 @@ pub fn convert(
     let total = specs.len();
     for (done, s) in specs.iter().enumerate() {
         write_converted(&mut w, &ckpt, s, dtype_of(s), rows_of(s).as_deref())?;
+        ckpt.release(&s.hf);
         if !progress(Progress {
             done: done + 1,
             total,
