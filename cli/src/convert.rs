@@ -94,7 +94,10 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     let summary = kompakt_converter::convert(&opts, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
-        bar.set_message(p.tensor.to_string());
+        bar.set_message(match p.stage {
+            kompakt_converter::Stage::Planning => "measuring quantization errors".to_string(),
+            kompakt_converter::Stage::Writing => p.tensor.to_string(),
+        });
         true
     })
     .with_context(|| format!("converting {}", args.checkpoint.display()))?;

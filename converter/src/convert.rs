@@ -86,9 +86,19 @@ pub fn bin_budget(bin: u8) -> Option<u64> {
 /// Progress of a conversion.
 #[derive(Clone, Debug)]
 pub struct Progress<'a> {
+    pub stage: Stage,
     pub done: usize,
     pub total: usize,
     pub tensor: &'a str,
+}
+
+/// Phase of a conversion.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Measuring quantization errors for the mixed-precision plan.
+    Planning,
+    /// Converting and writing tensors.
+    Writing,
 }
 
 /// What a finished conversion wrote.
@@ -370,6 +380,14 @@ pub fn convert(
                 &crate::plan::CANDIDATES,
                 budget,
                 fixed,
+                &mut |done, total| {
+                    progress(Progress {
+                        stage: Stage::Planning,
+                        done,
+                        total,
+                        tensor: "",
+                    })
+                },
             )?)
         }
     };
@@ -398,6 +416,7 @@ pub fn convert(
         write_converted(&mut w, &ckpt, s, dtype_of(s), rows_of(s).as_deref())?;
         ckpt.release(&s.hf);
         if !progress(Progress {
+            stage: Stage::Writing,
             done: done + 1,
             total,
             tensor: &s.kpk,

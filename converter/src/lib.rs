@@ -8,5 +8,5 @@ pub mod plan;
 pub mod synth;
 pub mod vocab;
 
-pub use convert::{convert, ConvertOptions, ConvertSummary, Progress, PromptStyle};
+pub use convert::{convert, ConvertOptions, ConvertSummary, Progress, PromptStyle, Stage};
 pub use error::{ConvertError, Result};

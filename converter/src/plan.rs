@@ -16,7 +16,7 @@ use crate::error::{ConvertError, Result};
 use crate::mapping::{Role, TensorSpec};
 
 /// Rows sampled per tensor to estimate quantization error.
-const SAMPLE_ROWS: usize = 32;
+const SAMPLE_ROWS: usize = 8;
 
 /// Default candidate types for allocation, cheapest first.
 pub const CANDIDATES: [DType; 6] = [
@@ -128,29 +128,35 @@ pub fn allocate(
     candidates: &[DType],
     budget: u64,
     fixed_bytes: u64,
+    progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Plan> {
     let targets: Vec<&TensorSpec> = specs.iter().filter(|s| allocatable(s.role)).collect();
     // errors[t][c], bytes[t][c]
-    let table: Vec<Result<(Vec<f64>, Vec<u64>)>> = targets
-        .par_iter()
-        .map(|s| {
-            let shape: Vec<u64> = stored_shape(s).iter().map(|&d| d as u64).collect();
-            let numel: f64 = shape.iter().product::<u64>() as f64;
-            let rows = rows_of(s);
-            let mut errs = Vec::new();
-            let mut sizes = Vec::new();
-            for &d in candidates {
-                let e = if d.is_quantized() {
-                    sample_error(ckpt, s, rows.as_deref(), d, None)?
-                } else {
-                    0.0
-                };
-                errs.push(e * numel);
-                sizes.push(d.storage_bytes(&shape).unwrap_or(u64::MAX));
-            }
-            Ok((errs, sizes))
-        })
-        .collect();
+    let estimate = |s: &&TensorSpec| -> Result<(Vec<f64>, Vec<u64>)> {
+        let shape: Vec<u64> = stored_shape(s).iter().map(|&d| d as u64).collect();
+        let numel: f64 = shape.iter().product::<u64>() as f64;
+        let rows = rows_of(s);
+        let mut errs = Vec::new();
+        let mut sizes = Vec::new();
+        for &d in candidates {
+            let e = if d.is_quantized() {
+                sample_error(ckpt, s, rows.as_deref(), d, None)?
+            } else {
+                0.0
+            };
+            errs.push(e * numel);
+            sizes.push(d.storage_bytes(&shape).unwrap_or(u64::MAX));
+        }
+        ckpt.release(&s.hf);
+        Ok((errs, sizes))
+    };
+    let mut table: Vec<Result<(Vec<f64>, Vec<u64>)>> = Vec::with_capacity(targets.len());
+    for chunk in targets.chunks(4 * rayon::current_num_threads()) {
+        table.extend(chunk.par_iter().map(estimate).collect::<Vec<_>>());
+        if !progress(table.len(), targets.len()) {
+            return Err(ConvertError::Cancelled);
+        }
+    }
     // Per tensor, the candidates in order of size, keeping only those that
     // are smaller or more accurate than every cheaper one.
     let table: Vec<Vec<(u64, f64, DType)>> = table
