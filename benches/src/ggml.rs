@@ -35,8 +35,9 @@ pub fn bpw(ty: sys::ggml_type, cols: usize) -> f64 {
     row_bytes(ty, cols) as f64 * 8.0 / cols as f64
 }
 
-/// Quantizes `[rows, cols]` (cols a multiple of 256); a uniform importance
-/// is passed to the types that require one.
+/// Quantizes `[rows, cols]` (cols a multiple of 256 for the K and IQ
+/// types) with `ggml_quantize_chunk`, in parallel chunks of rows; a uniform
+/// importance is passed to the types that require one (iq2_xxs, iq2_xs).
 pub fn quantize(
     ty: sys::ggml_type,
     src: &[f32],
@@ -44,25 +45,40 @@ pub fn quantize(
     cols: usize,
     imp: Option<&[f32]>,
 ) -> Vec<u8> {
+    assert_eq!(src.len(), rows * cols);
     let ones = vec![1f32; cols];
-    // SAFETY: src holds rows*cols floats, dst rows * row_size bytes, imp cols floats.
-    unsafe {
+    // SAFETY: initialisation of the type's tables (idempotent, not thread-safe: done here once).
+    let need = unsafe {
         sys::ggml_quantize_init(ty);
-        let need = sys::ggml_quantize_requires_imatrix(ty);
-        let imp = imp.or(if need { Some(&ones[..]) } else { None });
-        let mut dst = vec![0u8; rows * row_bytes(ty, cols)];
-        let n = sys::ggml_quantize_chunk(
-            ty,
-            src.as_ptr(),
-            dst.as_mut_ptr() as *mut c_void,
-            0,
-            rows as i64,
-            cols as i64,
-            imp.map_or(std::ptr::null(), |v| v.as_ptr()),
-        );
-        assert_eq!(n, dst.len());
-        dst
+        sys::ggml_quantize_requires_imatrix(ty)
+    };
+    let imp = imp.or(if need { Some(&ones[..]) } else { None });
+    if let Some(v) = imp {
+        assert_eq!(v.len(), cols);
     }
+    let rb = row_bytes(ty, cols);
+    let mut dst = vec![0u8; rows * rb];
+    let per = 16;
+    dst.par_chunks_mut(per * rb)
+        .enumerate()
+        .for_each(|(ci, d)| {
+            let nr = d.len() / rb;
+            let s = &src[ci * per * cols..(ci * per + nr) * cols];
+            // SAFETY: s holds nr*cols floats, d nr*rb bytes, imp cols floats.
+            let n = unsafe {
+                sys::ggml_quantize_chunk(
+                    ty,
+                    s.as_ptr(),
+                    d.as_mut_ptr() as *mut c_void,
+                    0,
+                    nr as i64,
+                    cols as i64,
+                    imp.map_or(std::ptr::null(), |v| v.as_ptr()),
+                )
+            };
+            assert_eq!(n, d.len());
+        });
+    dst
 }
 
 pub fn dequantize(ty: sys::ggml_type, data: &[u8], rows: usize, cols: usize) -> Vec<f32> {
@@ -83,7 +99,9 @@ pub fn dequantize(ty: sys::ggml_type, data: &[u8], rows: usize, cols: usize) -> 
     out
 }
 
-/// Seconds per mat-vec `y = W x` with ggml's vec_dot on `threads`.
+/// Seconds per mat-vec `y = W x` with ggml's `vec_dot` on `threads`,
+/// including the quantization of `x` to the type's `vec_dot_type` (q8_K /
+/// q8_0) with its `from_float`, as kompakt's `matmul` includes its own.
 pub fn matvec_secs(
     ty: sys::ggml_type,
     data: &[u8],
@@ -93,18 +111,18 @@ pub fn matvec_secs(
     reps: usize,
 ) -> f64 {
     let x = crate::gaussian(2, cols);
-    // SAFETY: static traits; buffers sized with ggml_row_size of the right types.
-    let (vd, xq) = unsafe {
+    // SAFETY: static type traits.
+    let (vd, from, vdt) = unsafe {
         let tr = sys::ggml_get_type_traits_cpu(ty);
         let vdt = (*tr).vec_dot_type;
         let from = (*sys::ggml_get_type_traits_cpu(vdt))
             .from_float
             .expect("from_float");
-        let mut xq = vec![0u8; row_bytes(vdt, cols)];
-        from(x.as_ptr(), xq.as_mut_ptr() as *mut c_void, cols as i64);
-        ((*tr).vec_dot.expect("vec_dot"), xq)
+        ((*tr).vec_dot.expect("vec_dot"), from, vdt)
     };
+    let mut xq = vec![0u8; row_bytes(vdt, cols)];
     let rb = row_bytes(ty, cols);
+    assert!(data.len() >= rows * rb);
     let mut y = vec![0f32; rows];
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -114,10 +132,13 @@ pub fn matvec_secs(
     pool.install(|| {
         crate::time_best(
             || {
+                // SAFETY: x has cols floats, xq the row size of vec_dot_type.
+                unsafe { from(x.as_ptr(), xq.as_mut_ptr() as *mut c_void, cols as i64) };
+                let xq = &xq;
                 y.par_chunks_mut(chunk).enumerate().for_each(|(ci, yc)| {
                     for (j, o) in yc.iter_mut().enumerate() {
                         let r = ci * chunk + j;
-                        // SAFETY: row r has rb bytes; xq is the matching activation row.
+                        // SAFETY: row r has rb bytes (checked); xq is the matching activation row.
                         unsafe {
                             vd(
                                 cols as i32,
@@ -134,7 +155,7 @@ pub fn matvec_secs(
                 })
             },
             reps,
-            0.2,
+            0.3,
         )
     })
 }
