@@ -119,6 +119,15 @@ fn main() {
             ggml_q("iq2_xs", sys::GGML_TYPE_IQ2_XS),
         ],
     ];
+    // `QQ_ONLY=q4_k,q2_k` keeps the groups of those kompakt types.
+    let only = std::env::var("QQ_ONLY").ok();
+    let groups: Vec<Vec<Quantizer>> = groups
+        .into_iter()
+        .filter(|g| {
+            only.as_ref()
+                .is_none_or(|o| o.split(',').any(|t| g[0].0 == format!("kompakt {t}")))
+        })
+        .collect();
     let tensors: Vec<(String, usize, usize, Vec<f32>, Vec<f32>)> = files
         .iter()
         .map(|p| {

@@ -203,6 +203,74 @@ fn super_scale(v: &[f32], max_code: f32) -> (f32, Vec<u8>) {
     (d, v.iter().map(|&s| q_near(s / d, max_code)).collect())
 }
 
+/// Weighted error of an asymmetric block (`sub` sub-blocks of `x.len()/sub`)
+/// with sub-scales `d * qsc[j]`, mins `dm * qmn[j]`, codes `0..=nmax` re-rounded.
+fn asym_err(x: &[f32], w: &[f32], nmax: f32, d: f32, qsc: &[u8], dm: f32, qmn: &[u8]) -> f32 {
+    let n = x.len() / qsc.len();
+    let mut e = 0f32;
+    for j in 0..qsc.len() {
+        let (s, m) = (d * qsc[j] as f32, dm * qmn[j] as f32);
+        let is = if s > 0.0 { 1.0 / s } else { 0.0 };
+        let r = n * j..n * j + n;
+        let wj = weights_or_ones(&w[r.clone()], &ONES);
+        for (&v, &wt) in x[r].iter().zip(wj) {
+            let q = q_near((v + m) * is, nmax) as f32;
+            let dv = v - (s * q - m);
+            e += wt * dv * dv;
+        }
+    }
+    e
+}
+
+/// Super-scales of an asymmetric block: starting from `max / code_max`,
+/// tries scaled candidates for the sub-scale super-scale, then for the min
+/// super-scale, keeping the pair with the smallest weighted block error
+/// (codes re-rounded; ggml's `make_qp_quants` idea, by direct search).
+fn asym_super(
+    x: &[f32],
+    w: &[f32],
+    nmax: f32,
+    sc: &[f32],
+    mn: &[f32],
+    code_max: f32,
+) -> (f32, Vec<u8>, f32, Vec<u8>) {
+    let (mut d, mut qsc) = super_scale(sc, code_max);
+    let (mut dm, mut qmn) = super_scale(mn, code_max);
+    let mut best = asym_err(x, w, nmax, d, &qsc, dm, &qmn);
+    let quant =
+        |v: &[f32], dd: f32| -> Vec<u8> { v.iter().map(|&s| q_near(s / dd, code_max)).collect() };
+    for which in 0..2 {
+        let (v, base) = if which == 0 { (sc, d) } else { (mn, dm) };
+        if base <= 0.0 {
+            continue;
+        }
+        for k in -6i32..=6 {
+            if k == 0 {
+                continue;
+            }
+            let dd = f16_le(to_f16_le(base * (1.0 + 0.015 * k as f32)));
+            if dd <= 0.0 {
+                continue;
+            }
+            let q = quant(v, dd);
+            let e = if which == 0 {
+                asym_err(x, w, nmax, dd, &q, dm, &qmn)
+            } else {
+                asym_err(x, w, nmax, d, &qsc, dd, &q)
+            };
+            if e < best {
+                best = e;
+                if which == 0 {
+                    (d, qsc) = (dd, q);
+                } else {
+                    (dm, qmn) = (dd, q);
+                }
+            }
+        }
+    }
+    (d, qsc, dm, qmn)
+}
+
 fn quantize_q4k(x: &[f32], w: &[f32], b: &mut BlockQ4K) {
     let mut sc = [0f32; 8];
     let mut mn = [0f32; 8];
@@ -211,8 +279,7 @@ fn quantize_q4k(x: &[f32], w: &[f32], b: &mut BlockQ4K) {
         let wj = weights_or_ones(&w[r.clone()], &ONES);
         (sc[j], mn[j]) = make_qkx(&x[r], wj, 15);
     }
-    let (d, qsc) = super_scale(&sc, 63.0);
-    let (dm, qmn) = super_scale(&mn, 63.0);
+    let (d, qsc, dm, qmn) = asym_super(x, w, 15.0, &sc, &mn, 63.0);
     let mut packed = [0u8; 16];
     packed[..8].copy_from_slice(&qsc);
     packed[8..].copy_from_slice(&qmn);
@@ -276,8 +343,7 @@ fn quantize_q2k(x: &[f32], w: &[f32], b: &mut BlockQ2K) {
         let wj = weights_or_ones(&w[r.clone()], &ONES);
         (sc[j], mn[j]) = make_qkx(&x[r], wj, 3);
     }
-    let (d, qsc) = super_scale(&sc, 15.0);
-    let (dm, qmn) = super_scale(&mn, 15.0);
+    let (d, qsc, dm, qmn) = asym_super(x, w, 3.0, &sc, &mn, 15.0);
     *b = BlockQ2K::zeroed();
     b.d = to_f16_le(d);
     b.dmin = to_f16_le(dm);
