@@ -628,6 +628,8 @@ fn write_metadata(
                 ));
             } else if opts.dtype != DType::F32 {
                 techniques.push(format!("{} weight storage", opts.dtype));
+            } else {
+                techniques.push("none (f32 weights, as computed by the source model)".to_string());
             }
             serde_json::json!({ "weights": opts.dtype.name(), "vectors": "f32" })
         }
