@@ -1,5 +1,5 @@
 //! `#[repr(C)]` block structs of the quantized dtypes (byte layouts in
-//! `format-spec/QUANT_BLOCKS.md`). Weight blocks have alignment 1 (f16 fields
+//! `format-spec/FORMAT.md`, "Quantized block layouts"). Weight blocks have alignment 1 (f16 fields
 //! are `[u8; 2]`, little-endian) so they can be viewed in place in an
 //! unaligned mmap with `bytemuck::cast_slice`.
 

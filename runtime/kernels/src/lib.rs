@@ -1,7 +1,7 @@
 //! Quantized block formats, quantizers and matrix kernels for kompakt.
 //!
 //! Weights are row-major `[rows = out features, cols = in features]`, stored as
-//! whole blocks per row (see `format-spec/QUANT_BLOCKS.md`). The public entry
+//! whole blocks per row (see `format-spec/FORMAT.md`, "Quantized block layouts"). The public entry
 //! points ([`matmul`], [`dequantize`], [`quantize`], [`dot`], [`axpy`]) use the
 //! kernel table picked once at run time ([`kernels`]): AVX2+FMA+F16C on x86_64,
 //! NEON (+ `sdot` when the CPU has `dotprod`) on aarch64, the safe scalar
