@@ -23,6 +23,101 @@ pub struct InspectArgs {
     /// Team name used in the submission model name
     #[arg(long, default_value = "TEAM")]
     pub team: String,
+    /// Print only the IWSLT 2025 submission: the model name for --lang/--condition/--type and
+    /// the mandatory description fields
+    #[arg(long)]
+    pub submission: bool,
+    /// Target language of the submission (default: the model's first language)
+    #[arg(long, requires = "submission")]
+    pub lang: Option<String>,
+    /// Data condition of the submission
+    #[arg(long, value_enum, default_value_t = Condition::Constrained, requires = "submission")]
+    pub condition: Condition,
+    /// Primary or contrastive run
+    #[arg(long = "type", value_enum, default_value_t = RunType::Primary, requires = "submission")]
+    pub run_type: RunType,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Condition {
+    Constrained,
+    Unconstrained,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunType {
+    Primary,
+    Contrastive,
+}
+
+impl Condition {
+    fn name(self) -> &'static str {
+        match self {
+            Condition::Constrained => "constrained",
+            Condition::Unconstrained => "unconstrained",
+        }
+    }
+}
+
+impl RunType {
+    fn name(self) -> &'static str {
+        match self {
+            RunType::Primary => "primary",
+            RunType::Contrastive => "contrastive",
+        }
+    }
+}
+
+/// The submission's model name, description text and the facts as JSON.
+fn submission(s: &Summary, args: &InspectArgs) -> anyhow::Result<(String, String, Value)> {
+    let lang = match &args.lang {
+        Some(l) => {
+            if !s.languages.is_empty() && !s.languages.contains(l) {
+                anyhow::bail!(
+                    "--lang {l}: the model has no prompt for it (languages: {})",
+                    s.languages.join(", ")
+                );
+            }
+            l.clone()
+        }
+        None => s.languages.first().cloned().unwrap_or_else(|| "de".into()),
+    };
+    if !args
+        .team
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        || args.team.is_empty()
+    {
+        anyhow::bail!(
+            "--team {:?}: use letters, digits and '-' only (the name is joined with '_')",
+            args.team
+        );
+    }
+    let name = s.submission_name(
+        &args.team,
+        &lang,
+        args.condition.name(),
+        args.run_type.name(),
+    );
+    let mut text = format!("Model name: {name}\n");
+    text.push_str(&s.submission_fields());
+    if s.bin.number().is_none() {
+        text.push_str("Warning: 4 GB or more is over the largest size bin (Bin1 is 2-4 GB)\n");
+    }
+    let json = json!({
+        "model_name": name,
+        "team": args.team,
+        "lang": lang,
+        "condition": args.condition.name(),
+        "type": args.run_type.name(),
+        "size_bin": s.bin.name(),
+        "storage_bytes": s.file_size,
+        "params": s.params.total.params,
+        "techniques": s.techniques,
+        "datasets": s.datasets,
+        "description": text,
+    });
+    Ok((name, text, json))
 }
 
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
@@ -31,6 +126,18 @@ pub fn run(args: InspectArgs) -> anyhow::Result<()> {
         file.verify()?;
     }
     let summary = Summary::of(&file);
+    if args.submission {
+        let (_, text, json) = submission(&summary, &args)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json).context("serializing JSON")?
+            );
+        } else {
+            print!("{text}");
+        }
+        return Ok(());
+    }
     let out = if args.json {
         serde_json::to_string_pretty(&to_json(&file, &summary, &args))
             .context("serializing JSON")?

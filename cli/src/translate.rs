@@ -1,12 +1,34 @@
-//! `kompakt translate`: speech in, one translation per input out.
-use std::io::Write;
-use std::path::PathBuf;
+//! `kompakt translate`: speech in, one line of translation per input segment out.
+//!
+//! Three kinds of input, all giving exactly one output line per segment, in order:
+//! - short WAV files (at most 30 s): one line per file, as read;
+//! - long WAV files (over 30 s, or any file with `--vad`): cut at pauses by the energy VAD of
+//!   `kompakt_audio::vad`, one line per detected segment (`--segments-out` saves the cuts);
+//! - an IWSLT/MuST-C segment list (`--segments LIST.yaml --wav-dir DIR`): each entry is read
+//!   from its WAV with `read_wav_range` (never the whole talk), one line per entry.
+//!
+//! Segments over 30 s are split at their quietest point and the pieces' translations joined with
+//! a space. With `-o FILE` every line is flushed as it is written, so `--resume` can continue an
+//! interrupted run after the last complete line.
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use kompakt_runtime::{Model, Observer, Session, TranslateOptions};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use kompakt_audio::vad::{self, VadConfig};
+use kompakt_audio::TARGET_SAMPLE_RATE;
+use kompakt_runtime::{Model, Observer, Session, Timings, TranslateOptions};
+
+mod segments;
+
+use segments::{check_range, to_ms, to_yaml, wav_info, SegmentList, WavCache};
+
+/// Longest clip the model takes, in seconds.
+const MAX_CLIP_S: f64 = 30.0;
 
 #[derive(Args)]
 pub struct TranslateArgs {
@@ -19,20 +41,45 @@ pub struct TranslateArgs {
     /// Beam width (1 = greedy)
     #[arg(long, default_value_t = 1)]
     pub beams: usize,
-    /// Maximum number of generated tokens per input
+    /// Maximum number of generated tokens per segment (per 30 s piece)
     #[arg(long, default_value_t = 256)]
     pub max_tokens: usize,
     /// Worker threads (0 = one per core)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Print one JSON object per input with token ids and stage timings
+    /// Print one JSON object per segment with token ids and stage timings
     #[arg(long)]
     pub json: bool,
     /// Stream text to the terminal as it is decoded
     #[arg(long)]
     pub stream: bool,
-    /// WAV files (any PCM or float format, any rate and channel count; at most 30 s each)
-    #[arg(required = true)]
+    /// IWSLT/MuST-C segment list (YAML list of {duration, offset, speaker_id, wav}); one
+    /// output line per entry
+    #[arg(long, value_name = "LIST.yaml", conflicts_with_all = ["audio", "vad"])]
+    pub segments: Option<PathBuf>,
+    /// Directory holding the WAV files a segment list names (default: the list's directory)
+    #[arg(long, value_name = "DIR", requires = "segments")]
+    pub wav_dir: Option<PathBuf>,
+    /// Segment every file with the energy VAD, also files of 30 s or less
+    #[arg(long)]
+    pub vad: bool,
+    /// Save the segmentation of the WAV files as a segment list (reads back with --segments,
+    /// --wav-dir set to the files' directory)
+    #[arg(long, value_name = "FILE.yaml", conflicts_with = "segments")]
+    pub segments_out: Option<PathBuf>,
+    /// Write the translations to this file (one line per segment, flushed as written)
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Continue an interrupted run: keep the complete lines already in --output and translate
+    /// only the segments after them
+    #[arg(long, requires = "output")]
+    pub resume: bool,
+    /// On a bad segment (missing or unreadable WAV, range past the end) write an empty line
+    /// and a warning instead of stopping
+    #[arg(long)]
+    pub keep_going: bool,
+    /// WAV files (any PCM or float format, any rate and channel count)
+    #[arg(required_unless_present = "segments")]
     pub audio: Vec<PathBuf>,
 }
 
@@ -49,9 +96,404 @@ impl Observer for Streamer {
     }
 }
 
+/// Where the audio of one output line comes from.
+enum Source {
+    /// A whole file (at most 30 s), read as today.
+    Whole(PathBuf),
+    /// A span of a file, read with `read_wav_range`.
+    Range {
+        path: PathBuf,
+        offset: f64,
+        duration: f64,
+    },
+}
+
+/// One output line.
+struct Job {
+    /// Names the segment in messages.
+    label: String,
+    source: Source,
+    /// Audio seconds (for progress and the real-time factor).
+    seconds: f64,
+    /// A problem found while planning; the line is empty (only with --keep-going).
+    error: Option<String>,
+}
+
+impl Job {
+    fn fields(&self) -> (String, f64, Option<f64>) {
+        match &self.source {
+            Source::Whole(p) => (p.display().to_string(), 0.0, None),
+            Source::Range {
+                path,
+                offset,
+                duration,
+            } => (path.display().to_string(), *offset, Some(*duration)),
+        }
+    }
+}
+
+/// Jobs of a segment list.
+fn plan_list(list_path: &Path, wav_dir: Option<&Path>, keep_going: bool) -> Result<Vec<Job>> {
+    let list = SegmentList::read(list_path)?;
+    let dir = match wav_dir {
+        Some(d) => d.to_path_buf(),
+        None => list_path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+    };
+    let mut cache = WavCache::default();
+    let mut jobs = Vec::with_capacity(list.entries.len());
+    for (i, (e, line)) in list.entries.iter().zip(&list.lines).enumerate() {
+        let path = dir.join(&e.wav);
+        let label = format!(
+            "segment {} of {}{} (wav {}, offset {} s, duration {} s)",
+            i + 1,
+            list_path.display(),
+            line.map(|l| format!(", line {l}")).unwrap_or_default(),
+            e.wav,
+            e.offset,
+            e.duration
+        );
+        let checked = cache
+            .get(&path)
+            .and_then(|info| check_range(&info, e.offset, e.duration));
+        let (duration, error) = match checked {
+            Ok(d) => (d, None),
+            Err(msg) if keep_going => (e.duration.max(0.0), Some(msg)),
+            Err(msg) => bail!("{label}: {msg}"),
+        };
+        jobs.push(Job {
+            label,
+            seconds: if duration.is_finite() { duration } else { 0.0 },
+            source: Source::Range {
+                path,
+                offset: e.offset,
+                duration,
+            },
+            error,
+        });
+    }
+    Ok(jobs)
+}
+
+/// Energies of a whole file, read a minute at a time.
+fn file_energies(
+    path: &Path,
+    info: &segments::WavInfo,
+    cfg: &VadConfig,
+) -> Result<(Vec<f32>, f64)> {
+    let flen = vad::frame_len(info.rate, cfg.frame_s);
+    let chunk = flen as u64 * 6000;
+    let rate = f64::from(info.rate);
+    let mut energies = Vec::new();
+    let mut first = 0u64;
+    while first < info.frames {
+        let n = chunk.min(info.frames - first);
+        let audio = kompakt_audio::read_wav_range(path, first as f64 / rate, n as f64 / rate)?;
+        energies.extend(vad::frame_energies_db(&audio.samples, flen));
+        first += n;
+    }
+    Ok((energies, flen as f64 / rate))
+}
+
+/// Jobs of WAV files given on the command line.
+fn plan_files(args: &TranslateArgs) -> Result<Vec<Job>> {
+    let cfg = VadConfig::default();
+    let mut jobs = Vec::new();
+    for path in &args.audio {
+        let name = path.display().to_string();
+        let info = match wav_info(path) {
+            Ok(info) => info,
+            Err(e) if args.keep_going => {
+                jobs.push(Job {
+                    label: name,
+                    source: Source::Whole(path.clone()),
+                    seconds: 0.0,
+                    error: Some(format!("{e:#}")),
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let total_s = info.duration_s();
+        if total_s <= MAX_CLIP_S && !args.vad {
+            jobs.push(Job {
+                label: name,
+                source: Source::Whole(path.clone()),
+                seconds: total_s,
+                error: None,
+            });
+            continue;
+        }
+        let (energies, frame_s) =
+            file_energies(path, &info, &cfg).with_context(|| format!("segmenting {name}"))?;
+        let spans = vad::detect_from_energies(&energies, frame_s, total_s, &cfg);
+        for (k, span) in spans.iter().enumerate() {
+            // Millisecond values, as --segments-out writes them and --segments reads them.
+            let offset = to_ms(span.start_s);
+            let end = (span.end_s * 1000.0).floor() / 1000.0;
+            let duration = to_ms(end - offset);
+            if duration <= 0.0 {
+                continue;
+            }
+            let duration = check_range(&info, offset, duration).unwrap_or(duration);
+            jobs.push(Job {
+                label: format!("{name} segment {} ({} s + {} s)", k + 1, offset, duration),
+                source: Source::Range {
+                    path: path.clone(),
+                    offset,
+                    duration,
+                },
+                seconds: duration,
+                error: None,
+            });
+        }
+    }
+    Ok(jobs)
+}
+
+/// The segmentation of the jobs as a segment list (`wav` = file name).
+fn segments_yaml(jobs: &[Job], files: &[PathBuf]) -> String {
+    let speaker = |p: &Path| {
+        let i = files.iter().position(|f| f == p).unwrap_or(0);
+        format!("spk.{}", i + 1)
+    };
+    let file_name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| p.display().to_string())
+    };
+    let entries: Vec<(String, f64, f64, String)> = jobs
+        .iter()
+        .map(|j| match &j.source {
+            Source::Whole(p) => (
+                file_name(p),
+                0.0,
+                (j.seconds * 1000.0).floor() / 1000.0,
+                speaker(p),
+            ),
+            Source::Range {
+                path,
+                offset,
+                duration,
+            } => (file_name(path), *offset, *duration, speaker(path)),
+        })
+        .collect();
+    to_yaml(&entries)
+}
+
+/// Keeps the complete lines of an interrupted output (dropping a partial last line) and
+/// returns how many there are.
+fn complete_lines(file: &mut File) -> Result<usize> {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut bytes)?;
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if keep < bytes.len() {
+        file.set_len(keep as u64)?;
+    }
+    file.seek(SeekFrom::End(0))?;
+    Ok(bytes[..keep].iter().filter(|&&b| b == b'\n').count())
+}
+
+/// Reads a job's audio as 16 kHz mono.
+fn load(source: &Source) -> Result<Vec<f32>> {
+    Ok(match source {
+        Source::Whole(p) => kompakt_audio::load_16k_mono(p)?,
+        Source::Range {
+            path,
+            offset,
+            duration,
+        } => {
+            let a = kompakt_audio::read_wav_range(path, *offset, *duration)?;
+            kompakt_audio::resample(&a.samples, a.sample_rate, TARGET_SAMPLE_RATE)
+        }
+    })
+}
+
+struct Done {
+    text: String,
+    token_ids: Vec<u32>,
+    pieces: usize,
+    audio_tokens: usize,
+    read_s: f64,
+    timings: Timings,
+}
+
+/// Translates one job's audio, splitting clips over 30 s at their quietest points.
+fn translate_job(
+    session: &mut Session,
+    job: &Job,
+    opts: &TranslateOptions,
+    stream: bool,
+) -> Result<Done> {
+    let t = Instant::now();
+    let pcm = load(&job.source)?;
+    let read_s = t.elapsed().as_secs_f64();
+    let mut done = Done {
+        text: String::new(),
+        token_ids: Vec::new(),
+        pieces: 0,
+        audio_tokens: 0,
+        read_s,
+        timings: Timings::default(),
+    };
+    if pcm.is_empty() {
+        return Ok(done);
+    }
+    let pieces = vad::split_long(&pcm, TARGET_SAMPLE_RATE, MAX_CLIP_S, &VadConfig::default());
+    let mut texts = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        let mut streamer = Streamer { on: stream };
+        let out = session.translate(&pcm[piece], opts, &mut streamer)?;
+        if stream {
+            eprintln!();
+        }
+        // One line per segment: no line breaks or other control characters inside.
+        let text: String = out
+            .text
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if !text.is_empty() {
+            texts.push(text);
+        }
+        done.pieces += 1;
+        done.token_ids.extend(&out.token_ids);
+        done.audio_tokens += out.n_audio_tokens;
+        let (a, b) = (&mut done.timings, &out.timings);
+        a.features_s += b.features_s;
+        a.encoder_s += b.encoder_s;
+        a.prefill_s += b.prefill_s;
+        a.prefill_tokens += b.prefill_tokens;
+        a.decode_s += b.decode_s;
+        a.decode_tokens += b.decode_tokens;
+    }
+    done.text = texts.join(" ");
+    Ok(done)
+}
+
+fn json_line(
+    job: &Job,
+    lang: &str,
+    done: Option<&Done>,
+    error: Option<&str>,
+    load_s: f64,
+) -> String {
+    let (file, offset, duration) = job.fields();
+    let mut v = serde_json::json!({
+        "file": file,
+        "offset": offset,
+        "duration": duration,
+        "lang": lang,
+        "audio_seconds": job.seconds,
+        "text": done.map(|d| d.text.as_str()).unwrap_or(""),
+        "error": error,
+    });
+    if let Some(d) = done {
+        let tm = &d.timings;
+        v["token_ids"] = serde_json::json!(d.token_ids);
+        v["pieces"] = serde_json::json!(d.pieces);
+        v["audio_tokens"] = serde_json::json!(d.audio_tokens);
+        v["timings"] = serde_json::json!({
+            "load_s": load_s,
+            "read_s": d.read_s,
+            "features_s": tm.features_s,
+            "encoder_s": tm.encoder_s,
+            "prefill_s": tm.prefill_s,
+            "prefill_tokens_per_s": tm.prefill_tokens as f64 / tm.prefill_s.max(1e-9),
+            "decode_s": tm.decode_s,
+            "decode_tokens": tm.decode_tokens,
+            "decode_tokens_per_s": tm.decode_tokens as f64 / tm.decode_s.max(1e-9),
+        });
+    }
+    v.to_string()
+}
+
+fn progress_bar(total_s: f64, jobs: usize, hidden: bool) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(
+        Some((total_s * 1000.0).round() as u64),
+        if hidden {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        },
+    );
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {percent:>3}% of audio, segment {msg} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_message(format!("0/{jobs}"));
+    pb.enable_steady_tick(Duration::from_millis(250));
+    pb
+}
+
 pub fn run(args: TranslateArgs) -> Result<()> {
     if args.beams == 0 || args.max_tokens == 0 {
         bail!("--beams and --max-tokens must be at least 1");
+    }
+    // Plan first: a bad list fails before the model is loaded.
+    let jobs = match &args.segments {
+        Some(list) => plan_list(list, args.wav_dir.as_deref(), args.keep_going)?,
+        None => plan_files(&args)?,
+    };
+    if let Some(path) = &args.segments_out {
+        std::fs::write(path, segments_yaml(&jobs, &args.audio))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    let (skip, out): (usize, Box<dyn Write>) = match &args.output {
+        Some(path) => {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            let skip = if args.resume {
+                complete_lines(&mut file).with_context(|| format!("reading {}", path.display()))?
+            } else {
+                file.set_len(0)?;
+                0
+            };
+            if skip > jobs.len() {
+                bail!(
+                    "{} already has {skip} lines but there are only {} segments: not an \
+                     output of this input",
+                    path.display(),
+                    jobs.len()
+                );
+            }
+            if args.resume && skip > 0 {
+                eprintln!(
+                    "resuming: {skip} of {} segments already in {}",
+                    jobs.len(),
+                    path.display()
+                );
+            }
+            (skip, Box::new(BufWriter::new(file)))
+        }
+        None => (0, Box::new(std::io::stdout())),
+    };
+    run_jobs(&args, &jobs, skip, out)
+}
+
+fn run_jobs(
+    args: &TranslateArgs,
+    jobs: &[Job],
+    skip: usize,
+    mut out: Box<dyn Write>,
+) -> Result<()> {
+    let todo = &jobs[skip..];
+    if todo.is_empty() {
+        out.flush()?;
+        return Ok(());
     }
     let t0 = Instant::now();
     let model = Arc::new(
@@ -71,46 +513,62 @@ pub fn run(args: TranslateArgs) -> Result<()> {
         beams: args.beams,
         max_new_tokens: args.max_tokens,
     };
-    let stdout = std::io::stdout();
-    for path in &args.audio {
-        let t = Instant::now();
-        let pcm = kompakt_audio::load_16k_mono(path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let read_s = t.elapsed().as_secs_f64();
-        let mut streamer = Streamer { on: args.stream };
-        let out = session
-            .translate(&pcm, &opts, &mut streamer)
-            .with_context(|| format!("translating {}", path.display()))?;
-        if args.stream {
-            eprintln!();
-        }
-        let mut lock = stdout.lock();
-        if args.json {
-            let tm = &out.timings;
-            let v = serde_json::json!({
-                "file": path.display().to_string(),
-                "lang": args.lang,
-                "text": out.text,
-                "token_ids": out.token_ids,
-                "audio_seconds": pcm.len() as f64 / 16000.0,
-                "audio_tokens": out.n_audio_tokens,
-                "prompt_tokens": out.prompt_tokens,
-                "timings": {
-                    "load_s": load_s,
-                    "read_s": read_s,
-                    "features_s": tm.features_s,
-                    "encoder_s": tm.encoder_s,
-                    "prefill_s": tm.prefill_s,
-                    "prefill_tokens_per_s": tm.prefill_tokens as f64 / tm.prefill_s.max(1e-9),
-                    "decode_s": tm.decode_s,
-                    "decode_tokens": tm.decode_tokens,
-                    "decode_tokens_per_s": tm.decode_tokens as f64 / tm.decode_s.max(1e-9),
+
+    let total_s: f64 = todo.iter().map(|j| j.seconds).sum();
+    let pb = progress_bar(total_s, jobs.len(), args.stream || todo.len() < 2);
+    let t_run = Instant::now();
+    let mut failed = 0usize;
+    for (i, job) in todo.iter().enumerate() {
+        pb.set_message(format!("{}/{}", skip + i + 1, jobs.len()));
+        let result = match &job.error {
+            Some(msg) => Err(anyhow::anyhow!("{msg}")),
+            None => translate_job(&mut session, job, &opts, args.stream),
+        };
+        let line = match result {
+            Ok(done) => {
+                if args.json {
+                    json_line(job, &args.lang, Some(&done), None, load_s)
+                } else {
+                    done.text
                 }
-            });
-            writeln!(lock, "{v}")?;
-        } else {
-            writeln!(lock, "{}", out.text.replace('\n', " "))?;
-        }
+            }
+            Err(e) if args.keep_going => {
+                failed += 1;
+                let msg = format!("{e:#}").replace('\n', " ");
+                pb.suspend(|| eprintln!("warning: {}: {msg}; writing an empty line", job.label));
+                if args.json {
+                    json_line(job, &args.lang, None, Some(&msg), load_s)
+                } else {
+                    String::new()
+                }
+            }
+            Err(e) => {
+                pb.finish_and_clear();
+                out.flush()?;
+                return Err(e.context(job.label.clone()));
+            }
+        };
+        writeln!(out, "{}", line.replace(['\n', '\r'], " "))?;
+        out.flush()?;
+        pb.inc((job.seconds * 1000.0).round() as u64);
+    }
+    pb.finish_and_clear();
+    let wall = t_run.elapsed().as_secs_f64();
+    if todo.len() > 1 || args.output.is_some() {
+        eprintln!(
+            "translated {} segments, {:.1} s of audio in {:.1} s (model load {:.2} s): {:.2}x \
+             real time{}",
+            todo.len(),
+            total_s,
+            wall,
+            load_s,
+            total_s / wall.max(1e-9),
+            if failed > 0 {
+                format!(", {failed} failed (empty lines)")
+            } else {
+                String::new()
+            }
+        );
     }
     Ok(())
 }

@@ -375,10 +375,6 @@ impl Summary {
     /// `TEAM_IWSLT25_ModelCompression_en-<lang>_BinN_constrained_primary`,
     /// one per target language (`de` when the file names none).
     pub fn submission_names(&self, team: &str) -> Vec<String> {
-        let bin = match self.bin.number() {
-            Some(n) => format!("Bin{n}"),
-            None => "NoBin".to_string(),
-        };
         let langs = if self.languages.is_empty() {
             vec!["de".to_string()]
         } else {
@@ -386,12 +382,33 @@ impl Summary {
         };
         langs
             .iter()
-            .map(|l| format!("{team}_IWSLT25_ModelCompression_en-{l}_{bin}_constrained_primary"))
+            .map(|l| self.submission_name(team, l, "constrained", "primary"))
             .collect()
+    }
+
+    /// `TEAM_IWSLT25_ModelCompression_en-<lang>_BinN_<condition>_<kind>` (condition
+    /// `constrained` or `unconstrained`, kind `primary` or `contrastive`; `NoBin` over Bin1).
+    pub fn submission_name(&self, team: &str, lang: &str, condition: &str, kind: &str) -> String {
+        let bin = match self.bin.number() {
+            Some(n) => format!("Bin{n}"),
+            None => "NoBin".to_string(),
+        };
+        format!("{team}_IWSLT25_ModelCompression_en-{lang}_{bin}_{condition}_{kind}")
     }
 
     /// A ready-to-paste submission description.
     pub fn submission_description(&self, team: &str) -> String {
+        let mut s = String::new();
+        for name in self.submission_names(team) {
+            let _ = writeln!(s, "Model name: {name}");
+        }
+        s.push_str(&self.submission_fields());
+        s
+    }
+
+    /// The mandatory description fields (size bin, exact storage size, parameters,
+    /// techniques, data), without the model name.
+    pub fn submission_fields(&self) -> String {
         let mut s = String::new();
         let list = |v: &[String]| {
             if v.is_empty() {
@@ -400,9 +417,6 @@ impl Summary {
                 v.join("; ")
             }
         };
-        for name in self.submission_names(team) {
-            let _ = writeln!(s, "Model name: {name}");
-        }
         let _ = writeln!(
             s,
             "Size bin: {} ({}), judged with 1 MB = 10^6 bytes",
@@ -561,6 +575,11 @@ mod tests {
         let d = s.submission_description("TEAM");
         assert!(d.contains("250000000 bytes"), "{d}");
         assert!(d.contains("q4_k quantization; layer pruning"), "{d}");
+        assert_eq!(
+            s.submission_name("T", "zh", "unconstrained", "contrastive"),
+            "T_IWSLT25_ModelCompression_en-zh_Bin4_unconstrained_contrastive"
+        );
+        assert!(d.ends_with(&s.submission_fields()));
         assert_eq!(group_digits(1234567), "1,234,567");
         assert_eq!(group_digits(12), "12");
     }

@@ -6,6 +6,7 @@
 mod error;
 mod mel;
 mod resample;
+pub mod vad;
 mod wav;
 
 use std::path::Path;
