@@ -210,7 +210,7 @@ fn plan_files(args: &TranslateArgs) -> Result<Vec<Job>> {
                     label: name,
                     source: Source::Whole(path.clone()),
                     seconds: 0.0,
-                    error: Some(format!("{e:#}")),
+                    error: Some(crate::one_line(&e)),
                 });
                 continue;
             }
@@ -434,6 +434,7 @@ fn progress_bar(total_s: f64, jobs: usize, hidden: bool) -> ProgressBar {
 }
 
 pub fn run(args: TranslateArgs) -> Result<()> {
+    let t_start = Instant::now();
     if args.beams == 0 || args.max_tokens == 0 {
         bail!("--beams and --max-tokens must be at least 1");
     }
@@ -481,7 +482,7 @@ pub fn run(args: TranslateArgs) -> Result<()> {
         }
         None => (0, Box::new(std::io::stdout())),
     };
-    run_jobs(&args, &jobs, skip, out)
+    run_jobs(&args, &jobs, skip, out, t_start)
 }
 
 fn run_jobs(
@@ -489,6 +490,7 @@ fn run_jobs(
     jobs: &[Job],
     skip: usize,
     mut out: Box<dyn Write>,
+    t_start: Instant,
 ) -> Result<()> {
     let todo = &jobs[skip..];
     if todo.is_empty() {
@@ -534,8 +536,13 @@ fn run_jobs(
             }
             Err(e) if args.keep_going => {
                 failed += 1;
-                let msg = format!("{e:#}").replace('\n', " ");
-                pb.suspend(|| eprintln!("warning: {}: {msg}; writing an empty line", job.label));
+                let msg = crate::one_line(&e);
+                let named = if msg.starts_with(&job.label) {
+                    msg.clone()
+                } else {
+                    format!("{}: {msg}", job.label)
+                };
+                pb.suspend(|| eprintln!("warning: {named}; writing an empty line"));
                 if args.json {
                     json_line(job, &args.lang, None, Some(&msg), load_s)
                 } else {
@@ -545,6 +552,9 @@ fn run_jobs(
             Err(e) => {
                 pb.finish_and_clear();
                 out.flush()?;
+                if crate::one_line(&e).starts_with(&job.label) {
+                    return Err(e);
+                }
                 return Err(e.context(job.label.clone()));
             }
         };
@@ -553,15 +563,16 @@ fn run_jobs(
         pb.inc((job.seconds * 1000.0).round() as u64);
     }
     pb.finish_and_clear();
-    let wall = t_run.elapsed().as_secs_f64();
+    let wall = t_start.elapsed().as_secs_f64();
     if todo.len() > 1 || args.output.is_some() {
         eprintln!(
-            "translated {} segments, {:.1} s of audio in {:.1} s (model load {:.2} s): {:.2}x \
-             real time{}",
+            "translated {} segments, {:.1} s of audio in {:.2} s ({:.2} s translating, {:.2} s \
+             planning and loading the model): {:.1}x real time{}",
             todo.len(),
             total_s,
             wall,
-            load_s,
+            t_run.elapsed().as_secs_f64(),
+            wall - t_run.elapsed().as_secs_f64(),
             total_s / wall.max(1e-9),
             if failed > 0 {
                 format!(", {failed} failed (empty lines)")

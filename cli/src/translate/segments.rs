@@ -182,7 +182,7 @@ impl WavCache {
     pub fn get(&mut self, path: &Path) -> std::result::Result<WavInfo, String> {
         self.infos
             .entry(path.to_path_buf())
-            .or_insert_with(|| wav_info(path).map_err(|e| format!("{e:#}")))
+            .or_insert_with(|| wav_info(path).map_err(|e| crate::one_line(&e)))
             .clone()
     }
 }
