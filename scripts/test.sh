@@ -19,6 +19,9 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+step "Python packages for the evaluation script (sacrebleu, mweralign)"
+python3 -m pip install -q --disable-pip-version-check -r scripts/eval/requirements.txt
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -108,13 +108,7 @@ impl From<RuntimeError> for Error {
             RuntimeError::Format(f) => format_status(f),
             RuntimeError::Audio(AudioError::Io { .. }) => kpk_status::Io,
             RuntimeError::Audio(_) => kpk_status::Audio,
-            // The runtime reports an unknown architecture or front end as an
-            // invalid model; the message tells them apart.
-            RuntimeError::InvalidModel(m)
-                if m.contains("not supported") || m.starts_with("unsupported") =>
-            {
-                kpk_status::Unsupported
-            }
+            RuntimeError::Unsupported(_) => kpk_status::Unsupported,
             RuntimeError::InvalidModel(_)
             | RuntimeError::Tensor { .. }
             | RuntimeError::Tokenizer(_) => kpk_status::CorruptModel,

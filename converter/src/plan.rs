@@ -120,6 +120,7 @@ pub fn allocatable(role: Role) -> bool {
 /// Chooses dtypes for the allocatable tensors of `specs` so that
 /// `fixed_bytes` plus their storage stays within `budget`.
 /// `rows` gives the number of stored rows of each spec (after trimming).
+#[allow(clippy::too_many_arguments)]
 pub fn allocate(
     ckpt: &Checkpoint,
     specs: &[TensorSpec],

@@ -154,7 +154,13 @@ impl KpkWriter {
         self.end_tensor()
     }
 
-    fn check_tensor(&self, name: &str, dtype: DType, shape: &[u64], found: Option<u64>) -> Result<u64> {
+    fn check_tensor(
+        &self,
+        name: &str,
+        dtype: DType,
+        shape: &[u64],
+        found: Option<u64>,
+    ) -> Result<u64> {
         let invalid_name = |reason| FormatError::InvalidTensorName {
             file: self.label.clone(),
             name: name.to_string(),
@@ -237,7 +243,8 @@ impl KpkWriter {
         };
         let written = p.written + bytes.len() as u64;
         if written > p.expected {
-            let (name, dtype, shape, expected) = (p.name.clone(), p.dtype, p.shape.clone(), p.expected);
+            let (name, dtype, shape, expected) =
+                (p.name.clone(), p.dtype, p.shape.clone(), p.expected);
             self.pending = None;
             return Err(FormatError::ByteLengthMismatch {
                 file: self.label.clone(),

@@ -115,7 +115,7 @@ impl ModelConfig {
     pub fn from_metadata(meta: &Metadata) -> Result<ModelConfig> {
         let arch = meta.get_str("general.architecture")?;
         if arch != "qwen2_audio" {
-            return Err(RuntimeError::InvalidModel(format!(
+            return Err(RuntimeError::Unsupported(format!(
                 "architecture `{arch}` is not supported (expected `qwen2_audio`)"
             )));
         }
@@ -133,8 +133,8 @@ impl ModelConfig {
             layer_norm_eps: meta.get_f64("audio.layer_norm_eps")? as f32,
         };
         if audio.sample_rate != 16000 || !audio.d_model.is_multiple_of(audio.n_heads) {
-            return Err(RuntimeError::InvalidModel(format!(
-                "unsupported audio front end: sample rate {} Hz, d_model {} with {} heads",
+            return Err(RuntimeError::Unsupported(format!(
+                "audio front end with sample rate {} Hz, d_model {} with {} heads",
                 audio.sample_rate, audio.d_model, audio.n_heads
             )));
         }

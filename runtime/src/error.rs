@@ -13,6 +13,9 @@ pub enum RuntimeError {
     /// The model file parses but its contents are inconsistent.
     #[error("invalid model: {0}")]
     InvalidModel(String),
+    /// The file is valid but describes something this runtime cannot run.
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
     /// A tensor is missing or has the wrong shape or type.
     #[error("invalid model: tensor `{name}`: {msg}")]
     Tensor { name: String, msg: String },

@@ -198,8 +198,9 @@ impl Session {
         let rows = ids
             .iter()
             .map(|&id| {
-                m.row_of(id)
-                    .ok_or_else(|| RuntimeError::InvalidArgument(format!("token {id} is not in the vocabulary")))
+                m.row_of(id).ok_or_else(|| {
+                    RuntimeError::InvalidArgument(format!("token {id} is not in the vocabulary"))
+                })
             })
             .collect::<Result<Vec<u32>>>()?;
         let llm = &m.config.llm;
@@ -209,7 +210,8 @@ impl Session {
         for chunk in rows.chunks(window.max(1)) {
             let part = self.pool.install(|| -> Result<Vec<f32>> {
                 let x = m.decoder.embed(&m.file, chunk)?;
-                m.decoder.forward(&m.file, x, chunk.len(), &mut cache, Logits::All, taps)
+                m.decoder
+                    .forward(&m.file, x, chunk.len(), &mut cache, Logits::All, taps)
             })?;
             out.extend_from_slice(&part);
         }
@@ -227,6 +229,17 @@ impl Session {
             return Err(RuntimeError::InvalidArgument(
                 "beams and max_new_tokens must be at least 1".into(),
             ));
+        }
+        if !self.model.config.templates.contains_key(&opts.lang) {
+            return Err(RuntimeError::UnknownLanguage {
+                lang: opts.lang.clone(),
+                available: self.model.config.languages().join(", "),
+            });
+        }
+        if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "sample {i} is not a finite number"
+            )));
         }
         let mut timings = Timings::default();
         let t0 = Instant::now();

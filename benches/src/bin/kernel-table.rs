@@ -36,6 +36,7 @@ fn main() {
             let k1 = gb / kompakt_matmul_secs(&w, 1, 1, reps);
             let k2 = gb / kompakt_matmul_secs(&w, 1, 2, 2 * reps);
             drop(data);
+            #[cfg_attr(not(feature = "ggml"), allow(unused_variables))]
             let kwps = |g: f64| g / dt.bits_per_weight();
             #[allow(unused_mut)]
             let mut peers: Vec<[String; 6]> = Vec::new();
