@@ -287,9 +287,15 @@ fn streamed_tensor_equals_one_shot_tensor() {
     let mut w = KpkWriter::create(dir.path().join("bad.kpk")).unwrap();
     w.begin_tensor("t", DType::F32, &[2]).unwrap();
     w.write_chunk(&[0; 4]).unwrap();
-    assert!(matches!(w.end_tensor(), Err(FormatError::ByteLengthMismatch { .. })));
+    assert!(matches!(
+        w.end_tensor(),
+        Err(FormatError::ByteLengthMismatch { .. })
+    ));
     w.begin_tensor("u", DType::F32, &[1]).unwrap();
-    assert!(matches!(w.write_chunk(&[0; 8]), Err(FormatError::ByteLengthMismatch { .. })));
+    assert!(matches!(
+        w.write_chunk(&[0; 8]),
+        Err(FormatError::ByteLengthMismatch { .. })
+    ));
     w.begin_tensor("v", DType::F32, &[1]).unwrap();
     assert!(w.finish().is_err());
 }
