@@ -380,6 +380,42 @@ fn iq2_reverse() -> &'static [i16; 6561] {
     })
 }
 
+/// Candidates per lattice point searched when the rounded point is not in
+/// the grid.
+const IQ2_NEIGHBORS: usize = 48;
+
+/// For every point of the {1,3,5}^8 lattice (base-3 index as in
+/// [`iq2_reverse`]), the grid entries nearest to it in plain squared
+/// distance: the weighted search then looks at these instead of all 512.
+fn iq2_neighbors() -> &'static [[i16; IQ2_NEIGHBORS]] {
+    static NB: std::sync::OnceLock<Vec<[i16; IQ2_NEIGHBORS]>> = std::sync::OnceLock::new();
+    NB.get_or_init(|| {
+        (0..6561usize)
+            .map(|v| {
+                let mut lv = [0i32; 8];
+                let mut r = v;
+                for k in (0..8).rev() {
+                    lv[k] = 2 * (r % 3) as i32 + 1;
+                    r /= 3;
+                }
+                let mut d: Vec<(i32, i16)> = (0..512)
+                    .map(|g| {
+                        let e = (0..8)
+                            .map(|k| {
+                                let c = crate::iq2_grid::grid_value(g, k) as i32;
+                                (lv[k] - c) * (lv[k] - c)
+                            })
+                            .sum();
+                        (e, g as i16)
+                    })
+                    .collect();
+                d.sort_unstable();
+                core::array::from_fn(|i| d[i].1)
+            })
+            .collect()
+    })
+}
+
 /// Best (grid index, sign bits, error) for one group of 8 at scale `s > 0`.
 fn iq2_group(x: &[f32], w: &[f32], s: f32) -> (u16, u16, f32) {
     let is = 1.0 / s;
@@ -424,10 +460,10 @@ fn iq2_group(x: &[f32], w: &[f32], s: f32) -> (u16, u16, f32) {
         gi as usize
     } else {
         let mut best = (f32::INFINITY, 0usize);
-        for g in 0..512 {
-            let e = err_of(g);
+        for &g in &iq2_neighbors()[v] {
+            let e = err_of(g as usize);
             if e < best.0 {
-                best = (e, g);
+                best = (e, g as usize);
             }
         }
         best.1
