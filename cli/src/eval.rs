@@ -394,8 +394,10 @@ mod tests {
 
     fn fixture_model(dtype: DType) -> Arc<Model> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/tiny-mha");
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out = std::env::temp_dir().join(format!(
-            "kompakt-eval-test-{}-{}.kpk",
+            "kompakt-eval-test-{}-{n}-{}.kpk",
             std::process::id(),
             dtype.name()
         ));

@@ -513,9 +513,11 @@ mod tests {
 
     #[test]
     fn p99_and_means() {
-        let mut s = TextStats::default();
-        s.kl = (1..=200).map(|x| x as f32).collect();
-        s.agree = 100;
+        let s = TextStats {
+            kl: (1..=200).map(|x| x as f32).collect(),
+            agree: 100,
+            ..Default::default()
+        };
         let sc = s.score();
         assert_eq!(sc.kl_p99, 198.0);
         assert_eq!(sc.kl_max, 200.0);
