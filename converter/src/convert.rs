@@ -367,7 +367,11 @@ pub fn convert(
                         .unwrap_or(0)
                 })
                 .sum::<u64>()
-                + specs.len() as u64 * 64
+                // Alignment padding, directory entry and plan record per tensor.
+                + specs
+                    .iter()
+                    .map(|s| 64 + 48 + 8 * s.shape.len() as u64 + 2 * (s.kpk.len() as u64 + 16))
+                    .sum::<u64>()
                 + compressed_len(&tok_bytes)?
                 + kept.as_ref().map_or(0, |k| k.len() as u64 * 8)
                 + 201 * hp.n_mels as u64 * 4
