@@ -309,31 +309,9 @@ pub fn tensors(hp: &HParams, enc_layers: &[usize], llm_layers: &[usize]) -> Vec<
 mod tests {
     use super::*;
 
-    fn qwen2_audio_7b() -> HParams {
-        HParams {
-            n_mels: 128,
-            enc_layers: 32,
-            enc_heads: 20,
-            enc_ffn: 5120,
-            d_model: 1280,
-            max_source_positions: 1500,
-            hidden: 4096,
-            layers: 32,
-            heads: 32,
-            kv_heads: 32,
-            head_dim: 128,
-            ffn: 11008,
-            rms_norm_eps: 1e-5,
-            rope_theta: 10000.0,
-            max_positions: 8192,
-            vocab: 156032,
-            audio_token_id: Some(151646),
-        }
-    }
-
     #[test]
     fn parameter_count_of_the_real_model() {
-        let hp = qwen2_audio_7b();
+        let hp = crate::synth::qwen2_audio_7b(32, 32);
         let all: Vec<usize> = (0..32).collect();
         let t = tensors(&hp, &all, &all);
         let count = |c: Component| -> usize {
