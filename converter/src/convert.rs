@@ -122,6 +122,9 @@ struct Layout<'a> {
     kept: Option<&'a [u32]>,
     style: PromptStyle,
     plan: Option<&'a crate::plan::Plan>,
+    /// `tokenizer.json` as read, and the compressed metadata value of it.
+    tokenizer_json: &'a [u8],
+    tokenizer_zstd: &'a MetaValue,
 }
 
 fn prompt_style(opts: &ConvertOptions) -> Result<PromptStyle> {
@@ -264,16 +267,6 @@ fn write_converted(
     Ok(())
 }
 
-/// Bytes the tokenizer takes in the metadata (compressed as the writer does).
-fn compressed_len(tokenizer_json: &[u8]) -> Result<u64> {
-    let mut m = Metadata::new();
-    kompakt_format::set_tokenizer_json(&mut m, tokenizer_json)?;
-    Ok(match m.get("tokenizer.json_zstd") {
-        Some(MetaValue::Bytes(b)) => b.len() as u64,
-        _ => tokenizer_json.len() as u64,
-    })
-}
-
 /// The dtype a tensor of `role` is stored in when weights go to `target`.
 pub fn dtype_for(role: Role, target: DType) -> DType {
     match role {
@@ -328,6 +321,17 @@ pub fn convert(
         path: tok_path.clone(),
         source,
     })?;
+    // Compressed once: its size enters the budget, its bytes the file.
+    let tok_zstd = {
+        let mut m = Metadata::new();
+        kompakt_format::set_tokenizer_json(&mut m, &tok_bytes)?;
+        m.remove("tokenizer.json_zstd")
+            .ok_or_else(|| ConvertError::Tokenizer("tokenizer could not be compressed".into()))?
+    };
+    let tok_zstd_len = match &tok_zstd {
+        MetaValue::Bytes(b) => b.len() as u64,
+        _ => tok_bytes.len() as u64,
+    };
     let style = prompt_style(opts)?;
     let prompts: Vec<String> = INSTRUCTIONS
         .iter()
@@ -372,7 +376,7 @@ pub fn convert(
                     .iter()
                     .map(|s| 64 + 48 + 8 * s.shape.len() as u64 + 2 * (s.kpk.len() as u64 + 16))
                     .sum::<u64>()
-                + compressed_len(&tok_bytes)?
+                + tok_zstd_len
                 + kept.as_ref().map_or(0, |k| k.len() as u64 * 8)
                 + 201 * hp.n_mels as u64 * 4
                 + (16 << 10);
@@ -412,6 +416,8 @@ pub fn convert(
         kept: kept.as_deref(),
         style,
         plan: plan.as_ref(),
+        tokenizer_json: &tok_bytes,
+        tokenizer_zstd: &tok_zstd,
     };
     write_metadata(meta, opts, &ckpt, &layout, &specs, &stored_shape)?;
 
@@ -529,8 +535,11 @@ fn write_metadata(
     }
 
     // Tokenizer and special tokens.
-    let tok_path = dir.join("tokenizer.json");
-    let (tok, tok_bytes) = read_json(&tok_path)?;
+    let tok: Value =
+        serde_json::from_slice(layout.tokenizer_json).map_err(|e| ConvertError::Json {
+            path: dir.join("tokenizer.json"),
+            msg: e.to_string(),
+        })?;
     let ids = special_ids(&tok)?;
     let need = |t: &str| -> Result<u64> {
         ids.get(t).copied().ok_or_else(|| {
@@ -545,7 +554,7 @@ fn write_metadata(
             )));
         }
     }
-    kompakt_format::set_tokenizer_json(meta, &tok_bytes)?;
+    put(meta, "tokenizer.json_zstd", layout.tokenizer_zstd.clone())?;
     put(meta, "tokenizer.audio_token_id", U64(audio_id))?;
     put(meta, "tokenizer.audio_bos_id", U64(need("<|audio_bos|>")?))?;
     put(meta, "tokenizer.audio_eos_id", U64(need("<|audio_eos|>")?))?;

@@ -107,17 +107,22 @@ impl Model {
         }
     }
 
+    /// The prompt text for target language `lang`.
+    pub fn template(&self, lang: &str) -> Result<&str> {
+        self.config
+            .templates
+            .get(lang)
+            .map(String::as_str)
+            .ok_or_else(|| RuntimeError::UnknownLanguage {
+                lang: lang.to_string(),
+                available: self.config.languages().join(", "),
+            })
+    }
+
     /// Token ids (original id space) of the prompt for `lang` with
     /// `n_audio` audio tokens; also the index of the first audio token.
     pub fn prompt_ids(&self, lang: &str, n_audio: usize) -> Result<(Vec<u32>, usize)> {
-        let template =
-            self.config
-                .templates
-                .get(lang)
-                .ok_or_else(|| RuntimeError::UnknownLanguage {
-                    lang: lang.to_string(),
-                    available: self.config.languages().join(", "),
-                })?;
+        let template = self.template(lang)?;
         let (before, after) = template.split_once("<|AUDIO|>").ok_or_else(|| {
             RuntimeError::InvalidModel(format!("prompt for `{lang}` has no <|AUDIO|> placeholder"))
         })?;

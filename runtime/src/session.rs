@@ -230,12 +230,8 @@ impl Session {
                 "beams and max_new_tokens must be at least 1".into(),
             ));
         }
-        if !self.model.config.templates.contains_key(&opts.lang) {
-            return Err(RuntimeError::UnknownLanguage {
-                lang: opts.lang.clone(),
-                available: self.model.config.languages().join(", "),
-            });
-        }
+        // Fails before any audio work when the language is unknown.
+        self.model.template(&opts.lang)?;
         if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
             return Err(RuntimeError::InvalidArgument(format!(
                 "sample {i} is not a finite number"
