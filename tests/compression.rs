@@ -19,6 +19,7 @@ fn translate(path: &std::path::Path) -> (String, Vec<u32>) {
         lang: "de".into(),
         beams: 1,
         max_new_tokens: 24,
+        ..Default::default()
     };
     let out = s.translate(&pcm, &opts, &mut Quiet).unwrap();
     (out.text, out.token_ids)

@@ -93,6 +93,7 @@ fn check_case(model_name: &str, audio: &str, lang: &str, style: PromptStyle, suf
             lang: lang.into(),
             beams,
             max_new_tokens: 20,
+            ..Default::default()
         };
         let out = s
             .generate(&emb, &opts, &mut Quiet, Timings::default())

@@ -306,6 +306,7 @@ fn options(
         lang: lang.to_string(),
         beams: p.beams as usize,
         max_new_tokens: p.max_tokens as usize,
+        ..Default::default()
     };
     let observer = CObserver {
         on_text: p.on_text,

@@ -514,6 +514,7 @@ fn run_jobs(
         lang: args.lang.clone(),
         beams: args.beams,
         max_new_tokens: args.max_tokens,
+        ..Default::default()
     };
 
     let total_s: f64 = todo.iter().map(|j| j.seconds).sum();

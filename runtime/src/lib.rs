@@ -30,5 +30,6 @@ pub use config::ModelConfig;
 pub use error::{Result, RuntimeError};
 pub use model::Model;
 pub use session::{
-    AudioEmbedding, Observer, Quiet, Session, Stage, Timings, TranslateOptions, Translation,
+    AudioEmbedding, Observer, Quiet, Session, Stage, TextGeneration, Timings, TranslateOptions,
+    Translation,
 };

@@ -19,6 +19,9 @@ use crate::kv_cache::KvCache;
 pub struct SearchParams {
     pub beams: usize,
     pub max_new_tokens: usize,
+    /// EOS is suppressed until this many tokens were generated
+    /// (transformers' `min_new_tokens`).
+    pub min_new_tokens: usize,
     pub eos_rows: Vec<u32>,
     pub length_penalty: f32,
 }
@@ -35,6 +38,18 @@ pub fn argmax(x: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// Sets the EOS logits to -inf while fewer than `min_new_tokens` tokens
+/// were generated (as `MinNewTokensLengthLogitsProcessor`).
+fn suppress_eos(logits: &mut [f32], params: &SearchParams, generated: usize) {
+    if generated < params.min_new_tokens {
+        for &r in &params.eos_rows {
+            if let Some(v) = logits.get_mut(r as usize) {
+                *v = f32::NEG_INFINITY;
+            }
+        }
+    }
 }
 
 fn log_softmax(x: &[f32]) -> Vec<f32> {
@@ -56,6 +71,7 @@ pub fn greedy(
     let mut logits = first_logits;
     let mut out = Vec::new();
     loop {
+        suppress_eos(&mut logits, params, out.len());
         let tok = argmax(&logits) as u32;
         out.push(tok);
         if !on_token(tok) {
@@ -110,7 +126,8 @@ pub fn beam(
         }
         // Top-`keep` continuations over all running beams.
         let mut cands: Vec<Candidate> = Vec::with_capacity(running.len() * vocab);
-        for (b, beam) in running.iter().enumerate() {
+        for (b, beam) in running.iter_mut().enumerate() {
+            suppress_eos(&mut beam.logits, params, t);
             for (row, lp) in log_softmax(&beam.logits).into_iter().enumerate() {
                 cands.push(Candidate {
                     score: beam.score + lp,
@@ -204,5 +221,49 @@ mod tests {
         let lp = log_softmax(&[0.5, 1.5, -2.0]);
         let s: f32 = lp.iter().map(|v| v.exp()).sum();
         assert!((s - 1.0).abs() < 1e-6);
+    }
+
+    fn params(min: usize) -> SearchParams {
+        SearchParams {
+            beams: 1,
+            max_new_tokens: 5,
+            min_new_tokens: min,
+            eos_rows: vec![0],
+            length_penalty: 1.0,
+        }
+    }
+
+    /// A model whose favourite token is always EOS (row 0), row 2 second.
+    fn eos_loving_step(_: &mut KvCache, _: u32) -> Result<Vec<f32>> {
+        Ok(vec![5.0, 1.0, 3.0])
+    }
+
+    #[test]
+    fn greedy_suppresses_eos_until_min_new_tokens() {
+        let cache = KvCache::new(1, 2, 8);
+        let first = vec![5.0, 1.0, 3.0];
+        let mut step = eos_loving_step;
+        let out = greedy(
+            first.clone(),
+            cache.clone(),
+            &params(0),
+            &mut step,
+            &mut |_| true,
+        );
+        assert_eq!(out.unwrap(), vec![0]);
+        let out = greedy(first, cache, &params(3), &mut step, &mut |_| true);
+        assert_eq!(out.unwrap(), vec![2, 2, 2, 0]);
+    }
+
+    #[test]
+    fn beam_suppresses_eos_until_min_new_tokens() {
+        let prefix = KvCache::new(1, 2, 8).prefix();
+        let first = vec![5.0, 1.0, 3.0];
+        let mut step = eos_loving_step;
+        let mut p = params(3);
+        p.beams = 2;
+        let out = beam(first, prefix, &p, &mut step, &mut |_| true).unwrap();
+        assert!(out.len() >= 4, "{out:?}");
+        assert!(!out[..3].contains(&0), "{out:?}");
     }
 }

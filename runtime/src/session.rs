@@ -21,6 +21,9 @@ pub struct TranslateOptions {
     pub beams: usize,
     /// Upper limit of generated tokens.
     pub max_new_tokens: usize,
+    /// End-of-sequence is suppressed before this many tokens (0 = never;
+    /// benchmarks use it to decode a fixed length).
+    pub min_new_tokens: usize,
 }
 
 impl Default for TranslateOptions {
@@ -29,6 +32,7 @@ impl Default for TranslateOptions {
             lang: "de".into(),
             beams: 1,
             max_new_tokens: 256,
+            min_new_tokens: 0,
         }
     }
 }
@@ -77,6 +81,14 @@ pub struct Translation {
     pub token_ids: Vec<u32>,
     pub n_audio_tokens: usize,
     pub prompt_tokens: usize,
+    pub timings: Timings,
+}
+
+/// The result of [`Session::generate_text`].
+#[derive(Clone, Debug)]
+pub struct TextGeneration {
+    /// Generated token ids (original id space), EOS included if emitted.
+    pub token_ids: Vec<u32>,
     pub timings: Timings,
 }
 
@@ -218,6 +230,79 @@ impl Session {
         Ok(out)
     }
 
+    /// Greedy continuation of a text-only prompt (original id space) with a
+    /// KV cache: one prefill of the prompt, then one decoder step per token.
+    /// With `ignore_eos` exactly `max_new_tokens` tokens are generated (for
+    /// speed measurements). Timings cover prefill and decode.
+    pub fn generate_text(
+        &mut self,
+        prompt: &[u32],
+        max_new_tokens: usize,
+        ignore_eos: bool,
+    ) -> Result<TextGeneration> {
+        if prompt.is_empty() || max_new_tokens == 0 {
+            return Err(RuntimeError::InvalidArgument(
+                "the prompt and max_new_tokens must not be empty".into(),
+            ));
+        }
+        let m = self.model.clone();
+        let needed = prompt.len() + max_new_tokens;
+        if needed > m.config.llm.max_position_embeddings {
+            return Err(RuntimeError::ContextOverflow {
+                needed,
+                limit: m.config.llm.max_position_embeddings,
+            });
+        }
+        let rows = prompt
+            .iter()
+            .map(|&id| {
+                m.row_of(id).ok_or_else(|| {
+                    RuntimeError::InvalidArgument(format!("token {id} is not in the vocabulary"))
+                })
+            })
+            .collect::<Result<Vec<u32>>>()?;
+        let eos_rows: Vec<u32> = if ignore_eos {
+            Vec::new()
+        } else {
+            let eos = &m.config.special.eos;
+            eos.iter().filter_map(|&id| m.row_of(id)).collect()
+        };
+        let params = SearchParams {
+            beams: 1,
+            max_new_tokens,
+            min_new_tokens: 0,
+            eos_rows,
+            length_penalty: 1.0,
+        };
+        let (llm, file, pool) = (&m.config.llm, &m.file, &self.pool);
+        let mut timings = Timings::default();
+        let t0 = Instant::now();
+        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), needed);
+        let taps = &mut self.taps;
+        let logits = pool.install(|| -> Result<Vec<f32>> {
+            let x = m.decoder.embed(file, &rows)?;
+            m.decoder
+                .forward(file, x, rows.len(), &mut cache, Logits::Last, taps)
+        })?;
+        timings.prefill_s = t0.elapsed().as_secs_f64();
+        timings.prefill_tokens = rows.len();
+        let t1 = Instant::now();
+        let mut step = |cache: &mut KvCache, row: u32| -> Result<Vec<f32>> {
+            pool.install(|| {
+                let x = m.decoder.embed(file, &[row])?;
+                m.decoder
+                    .forward(file, x, 1, cache, Logits::Last, &mut Taps::default())
+            })
+        };
+        let out = search::greedy(logits, cache, &params, &mut step, &mut |_| true)?;
+        timings.decode_s = t1.elapsed().as_secs_f64();
+        timings.decode_tokens = out.len();
+        Ok(TextGeneration {
+            token_ids: out.iter().map(|&r| m.id_of(r)).collect(),
+            timings,
+        })
+    }
+
     /// Translates 16 kHz mono samples.
     pub fn translate(
         &mut self,
@@ -229,6 +314,12 @@ impl Session {
             return Err(RuntimeError::InvalidArgument(
                 "beams and max_new_tokens must be at least 1".into(),
             ));
+        }
+        if opts.min_new_tokens > opts.max_new_tokens {
+            return Err(RuntimeError::InvalidArgument(format!(
+                "min_new_tokens ({}) exceeds max_new_tokens ({})",
+                opts.min_new_tokens, opts.max_new_tokens
+            )));
         }
         // Fails before any audio work when the language is unknown.
         self.model.template(&opts.lang)?;
@@ -285,6 +376,7 @@ impl Session {
         let params = SearchParams {
             beams: opts.beams,
             max_new_tokens: opts.max_new_tokens,
+            min_new_tokens: opts.min_new_tokens,
             eos_rows,
             length_penalty: 1.0,
         };
