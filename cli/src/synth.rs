@@ -24,6 +24,11 @@ pub struct SynthArgs {
     /// Random seed
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Copy this tokenizer.json (e.g. a real Qwen2 BPE with Qwen2-Audio's
+    /// special tokens) instead of writing the synthetic one, whose
+    /// placeholder tokens make `--keep-vocab auto` keep everything
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
 }
 
 pub fn run(args: SynthArgs) -> Result<()> {
@@ -40,7 +45,11 @@ pub fn run(args: SynthArgs) -> Result<()> {
         audio_layers: args.audio_layers,
         shards: args.shards,
         seed: args.seed,
+        tokenizer: args.tokenizer.clone(),
     };
+    if let Some(t) = &args.tokenizer {
+        anyhow::ensure!(t.is_file(), "--tokenizer {}: no such file", t.display());
+    }
     let total = synth::write(&opts, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);

@@ -25,6 +25,9 @@ pub struct SynthOptions {
     /// Number of safetensors shards (5 in the real checkpoint).
     pub shards: usize,
     pub seed: u64,
+    /// A real `tokenizer.json` to copy instead of the synthetic one (e.g.
+    /// Qwen2's BPE, so that vocabulary trimming sees real tokens).
+    pub tokenizer: Option<PathBuf>,
 }
 
 /// The real Qwen2-Audio-7B hyperparameters with the given depths.
@@ -251,7 +254,13 @@ pub fn write(opts: &SynthOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<
         "generation_config.json",
         &json!({"eos_token_id": [151643, 151645], "do_sample": false}),
     )?;
-    write_json("tokenizer.json", &tokenizer_json())?;
+    match &opts.tokenizer {
+        Some(src) => {
+            let dst = opts.out.join("tokenizer.json");
+            std::fs::copy(src, &dst).map_err(io(src))?;
+        }
+        None => write_json("tokenizer.json", &tokenizer_json())?,
+    }
     write_json(
         "tokenizer_config.json",
         &json!({"chat_template": "(Qwen2-Audio chat template; kompakt uses its built-in prompts)", "model_max_length": 8192}),
