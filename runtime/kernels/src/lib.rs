@@ -16,6 +16,7 @@
 
 pub mod blocks;
 pub mod iq2_grid;
+pub mod probe;
 pub mod quantize;
 pub mod scalar;
 mod table;
