@@ -1,6 +1,7 @@
 //! `kompakt`: convert, inspect, translate and benchmark `.kpk` models.
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod convert;
 mod eval;
 mod inspect;
@@ -28,6 +29,8 @@ enum Command {
     Translate(translate::TranslateArgs),
     /// Fidelity meter: compare candidate models against a reference on held-out text and speech
     Eval(eval::EvalArgs),
+    /// Measure load time, memory, per-stage speed and real-time factor against memory bandwidth
+    Bench(bench::BenchArgs),
     /// Write a Qwen2-Audio-7B-shaped checkpoint with random weights (for scale tests)
     SynthCheckpoint(synth::SynthArgs),
 }
@@ -40,6 +43,7 @@ fn main() {
         Command::Translate(args) => translate::run(args),
         Command::Eval(args) => eval::run(args),
         Command::SynthCheckpoint(args) => synth::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {}", one_line(&err));
