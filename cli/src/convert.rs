@@ -42,12 +42,39 @@ pub struct ConvertArgs {
     /// corpus whose tokens are kept (repeatable); specials and byte tokens are always kept
     #[arg(long)]
     pub keep_vocab: Vec<String>,
-    /// Decoder layers to drop (source indices, comma-separated)
+    /// Decoder layers to drop: source indices (comma-separated), or `auto:N`
+    /// for the N layers of lowest calibration block influence (needs --calibration)
     #[arg(long, value_delimiter = ',')]
-    pub drop_llm_layers: Vec<usize>,
-    /// Audio encoder layers to drop (source indices, comma-separated)
+    pub drop_llm_layers: Vec<String>,
+    /// Audio encoder layers to drop: source indices (comma-separated), or `auto:N`
     #[arg(long, value_delimiter = ',')]
-    pub drop_audio_layers: Vec<usize>,
+    pub drop_audio_layers: Vec<String>,
+    /// Calibration file from `kompakt calibrate`: importance-weighted
+    /// quantization and allocation, and block influences for `auto:N` pruning
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
+}
+
+/// `--drop-*-layers`: explicit source indices and an optional `auto:N`.
+fn layer_drops(values: &[String], flag: &str) -> Result<(Vec<usize>, Option<usize>)> {
+    let mut list = Vec::new();
+    let mut auto = None;
+    for v in values {
+        let v = v.trim();
+        if let Some(n) = v.strip_prefix("auto:") {
+            let n: usize = n
+                .parse()
+                .with_context(|| format!("{flag} {v}: expected auto:N with a layer count N"))?;
+            if auto.replace(n).is_some() {
+                bail!("{flag}: auto:N given twice");
+            }
+        } else {
+            list.push(v.parse().with_context(|| {
+                format!("{flag} {v}: expected layer indices (e.g. 30,31) or auto:N")
+            })?);
+        }
+    }
+    Ok((list, auto))
 }
 
 pub fn run(args: ConvertArgs) -> Result<()> {
@@ -81,8 +108,11 @@ pub fn run(args: ConvertArgs) -> Result<()> {
             Some(KeepVocab::Corpus(files.iter().map(PathBuf::from).collect()))
         }
     };
-    opts.drop_llm_layers = args.drop_llm_layers;
-    opts.drop_audio_layers = args.drop_audio_layers;
+    (opts.drop_llm_layers, opts.drop_llm_auto) =
+        layer_drops(&args.drop_llm_layers, "--drop-llm-layers")?;
+    (opts.drop_audio_layers, opts.drop_audio_auto) =
+        layer_drops(&args.drop_audio_layers, "--drop-audio-layers")?;
+    opts.calibration = args.calibration;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(
@@ -102,6 +132,12 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     })
     .with_context(|| format!("converting {}", args.checkpoint.display()))?;
     bar.finish_and_clear();
+    if opts.drop_llm_auto.is_some() || !summary.dropped_llm_layers.is_empty() {
+        eprintln!("dropped decoder layers {:?}", summary.dropped_llm_layers);
+    }
+    if opts.drop_audio_auto.is_some() || !summary.dropped_audio_layers.is_empty() {
+        eprintln!("dropped audio layers {:?}", summary.dropped_audio_layers);
+    }
     if let Some(k) = summary.kept_vocab {
         eprintln!("vocabulary trimmed to {k} token rows");
     }

@@ -2,6 +2,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod calibrate;
 mod convert;
 mod eval;
 mod inspect;
@@ -31,6 +32,8 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Measure load time, memory, per-stage speed and real-time factor against memory bandwidth
     Bench(bench::BenchArgs),
+    /// Record activation importance and block influence on calibration text and speech
+    Calibrate(calibrate::CalibrateArgs),
     /// Write a Qwen2-Audio-7B-shaped checkpoint with random weights (for scale tests)
     SynthCheckpoint(synth::SynthArgs),
 }
@@ -44,6 +47,7 @@ fn main() {
         Command::Eval(args) => eval::run(args),
         Command::SynthCheckpoint(args) => synth::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Calibrate(args) => calibrate::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {}", one_line(&err));

@@ -7,6 +7,7 @@ use kompakt_format::{DType, KpkWriter, MetaValue, Metadata};
 use rayon::prelude::*;
 use serde_json::Value;
 
+use crate::calib::Calibration;
 use crate::checkpoint::{read_json, Checkpoint};
 use crate::error::{ConvertError, Result};
 use crate::hparams::HParams;
@@ -42,6 +43,15 @@ pub struct ConvertOptions {
     pub drop_llm_layers: Vec<usize>,
     /// Source encoder layers to drop.
     pub drop_audio_layers: Vec<usize>,
+    /// Also drop this many decoder layers: those of lowest block influence
+    /// in the calibration (never the first or the last layer).
+    pub drop_llm_auto: Option<usize>,
+    /// Also drop this many encoder layers of lowest block influence.
+    pub drop_audio_auto: Option<usize>,
+    /// Calibration file (`kompakt calibrate`): importance-weighted
+    /// quantization, importance- and sensitivity-weighted allocation, and the
+    /// block influences for automatic depth pruning.
+    pub calibration: Option<PathBuf>,
 }
 
 impl ConvertOptions {
@@ -62,6 +72,9 @@ impl ConvertOptions {
             keep_vocab: None,
             drop_llm_layers: Vec::new(),
             drop_audio_layers: Vec::new(),
+            drop_llm_auto: None,
+            drop_audio_auto: None,
+            calibration: None,
         }
     }
 }
@@ -112,6 +125,10 @@ pub struct ConvertSummary {
     pub kept_vocab: Option<usize>,
     /// The mixed-precision plan, when a budget was given.
     pub plan: Option<crate::plan::Plan>,
+    /// Source decoder layers dropped (explicit and automatic).
+    pub dropped_llm_layers: Vec<usize>,
+    /// Source encoder layers dropped (explicit and automatic).
+    pub dropped_audio_layers: Vec<usize>,
 }
 
 /// Structure decisions that the metadata records.
@@ -125,6 +142,9 @@ struct Layout<'a> {
     /// `tokenizer.json` as read, and the compressed metadata value of it.
     tokenizer_json: &'a [u8],
     tokenizer_zstd: &'a MetaValue,
+    calib: Option<&'a Calibration>,
+    /// Layers chosen by block influence: (stack, source layer, influence).
+    auto_dropped: &'a [(&'static str, usize, f32)],
 }
 
 fn prompt_style(opts: &ConvertOptions) -> Result<PromptStyle> {
@@ -188,7 +208,13 @@ fn special_ids(tokenizer: &Value) -> Result<std::collections::HashMap<String, u6
         .collect())
 }
 
-fn to_bytes(dtype: DType, data: &[f32], shape: &[usize], name: &str) -> Result<Vec<u8>> {
+fn to_bytes(
+    dtype: DType,
+    data: &[f32],
+    shape: &[usize],
+    name: &str,
+    importance: Option<&[f32]>,
+) -> Result<Vec<u8>> {
     Ok(match dtype {
         DType::F32 => data.iter().flat_map(|v| v.to_le_bytes()).collect(),
         DType::F16 => data
@@ -202,7 +228,7 @@ fn to_bytes(dtype: DType, data: &[f32], shape: &[usize], name: &str) -> Result<V
         q if q.is_quantized() => {
             let cols = *shape.last().unwrap_or(&1);
             let rows = data.len() / cols.max(1);
-            kompakt_kernels::quantize(q, data, rows, cols, None).map_err(|e| {
+            kompakt_kernels::quantize(q, data, rows, cols, importance).map_err(|e| {
                 ConvertError::Quantize {
                     name: name.to_string(),
                     msg: e.to_string(),
@@ -229,6 +255,7 @@ fn write_converted(
     s: &TensorSpec,
     dtype: DType,
     keep_rows: Option<&[usize]>,
+    importance: Option<&[f32]>,
 ) -> Result<()> {
     let (src, bytes) = ckpt.view(&s.hf, &s.shape)?;
     let cols = (*s.shape.last().unwrap_or(&1)).max(1);
@@ -256,7 +283,7 @@ fn write_converted(
             .par_chunks(task_rows * row_bytes)
             .map(|chunk| {
                 let data = src.decode(chunk);
-                to_bytes(dtype, &data, &[data.len() / cols, cols], &s.hf)
+                to_bytes(dtype, &data, &[data.len() / cols, cols], &s.hf, importance)
             })
             .collect();
         for p in parts {
@@ -304,9 +331,46 @@ pub fn convert(
         }
         Ok(kept)
     };
-    let enc_layers = keep_layers(hp.enc_layers, &opts.drop_audio_layers, "audio")?;
-    let llm_layers = keep_layers(hp.layers, &opts.drop_llm_layers, "LLM")?;
+    let calib = match &opts.calibration {
+        Some(p) => Some(crate::calib::read(p)?),
+        None => None,
+    };
+    let mut drop_audio = opts.drop_audio_layers.clone();
+    let mut drop_llm = opts.drop_llm_layers.clone();
+    let mut auto_dropped: Vec<(&'static str, usize, f32)> = Vec::new();
+    for (stack, n_auto, n, drop) in [
+        ("llm", opts.drop_llm_auto, hp.layers, &mut drop_llm),
+        (
+            "audio",
+            opts.drop_audio_auto,
+            hp.enc_layers,
+            &mut drop_audio,
+        ),
+    ] {
+        let Some(k) = n_auto else { continue };
+        let c = calib.as_ref().ok_or_else(|| {
+            ConvertError::Option(format!(
+                "--drop-{stack}-layers auto:{k} needs --calibration (block influences)"
+            ))
+        })?;
+        for (src, bi) in lowest_influence(c, stack, n, drop, k)? {
+            drop.push(src);
+            auto_dropped.push((stack, src, bi));
+        }
+    }
+    drop_llm.sort_unstable();
+    drop_llm.dedup();
+    drop_audio.sort_unstable();
+    drop_audio.dedup();
+    let enc_layers = keep_layers(hp.enc_layers, &drop_audio, "audio")?;
+    let llm_layers = keep_layers(hp.layers, &drop_llm, "LLM")?;
     let specs = mapping::tensors(&hp, &enc_layers, &llm_layers);
+    if let Some(c) = &calib {
+        c.check(&hp, &specs)?;
+    }
+    let importance_of = |s: &TensorSpec| -> Option<&[f32]> {
+        calib.as_ref().and_then(|c| c.importance(s).ok().flatten())
+    };
     for s in &specs {
         if !ckpt.has(&s.hf) {
             return Err(ConvertError::MissingTensor {
@@ -382,6 +446,7 @@ pub fn convert(
                 + (16 << 10);
             Some(crate::plan::allocate(
                 &ckpt,
+                calib.as_ref(),
                 &specs,
                 &stored_shape,
                 &rows_of,
@@ -418,12 +483,21 @@ pub fn convert(
         plan: plan.as_ref(),
         tokenizer_json: &tok_bytes,
         tokenizer_zstd: &tok_zstd,
+        calib: calib.as_ref(),
+        auto_dropped: &auto_dropped,
     };
     write_metadata(meta, opts, &ckpt, &layout, &specs, &stored_shape)?;
 
     let total = specs.len();
     for (done, s) in specs.iter().enumerate() {
-        write_converted(&mut w, &ckpt, s, dtype_of(s), rows_of(s).as_deref())?;
+        write_converted(
+            &mut w,
+            &ckpt,
+            s,
+            dtype_of(s),
+            rows_of(s).as_deref(),
+            importance_of(s),
+        )?;
         ckpt.release(&s.hf);
         if !progress(Progress {
             stage: Stage::Writing,
@@ -445,7 +519,71 @@ pub fn convert(
             .sum(),
         kept_vocab: kept.map(|k| k.len()),
         plan,
+        dropped_llm_layers: drop_llm,
+        dropped_audio_layers: drop_audio,
     })
+}
+
+/// The `k` source layers of `stack` (of `n`) with the lowest block influence
+/// in `calib`, excluding the first and the last layer and those in
+/// `already`; ties go to the earlier layer. Returns (layer, influence).
+pub fn lowest_influence(
+    calib: &Calibration,
+    stack: &str,
+    n: usize,
+    already: &[usize],
+    k: usize,
+) -> Result<Vec<(usize, f32)>> {
+    let what = if stack == "llm" { "LLM" } else { "audio" };
+    if k > 0 && !calib.covers(stack) {
+        return Err(ConvertError::Option(format!(
+            "--drop-{stack}-layers auto:{k}: the calibration file ran no {what} inputs{}",
+            if stack == "audio" {
+                " (calibrate with --audio DIR)"
+            } else {
+                ""
+            }
+        )));
+    }
+    let mut cands: Vec<(usize, f32)> = Vec::new();
+    for l in 1..n.saturating_sub(1) {
+        if already.contains(&l) {
+            continue;
+        }
+        let bi = calib.influence(stack, l).ok_or_else(|| {
+            ConvertError::Option(format!(
+                "--drop-{stack}-layers auto:{k}: the calibration has no block influence for source {what} layer {l}"
+            ))
+        })?;
+        cands.push((l, bi));
+    }
+    if k > cands.len() {
+        return Err(ConvertError::Option(format!(
+            "--drop-{stack}-layers auto:{k}: only {} of the {n} {what} layers may be dropped (never the first or the last)",
+            cands.len()
+        )));
+    }
+    cands.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+    cands.truncate(k);
+    cands.sort_by_key(|c| c.0);
+    Ok(cands)
+}
+
+/// `; layers 5, 9 dropped by lowest block influence` when some were.
+fn auto_note(auto: &[(&str, usize, f32)], stack: &str) -> String {
+    let l: Vec<String> = auto
+        .iter()
+        .filter(|d| d.0 == stack)
+        .map(|d| d.1.to_string())
+        .collect();
+    if l.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; source layer(s) {} dropped by lowest calibration block influence",
+            l.join(", ")
+        )
+    }
 }
 
 fn write_metadata(
@@ -630,7 +768,8 @@ fn write_metadata(
                     .map(|b| format!(" (IWSLT 2025 Bin{b})"))
                     .unwrap_or_default()
             ));
-            serde_json::json!({ "bin": opts.bin, "plan": plan.to_json(), "vectors": "f32", "conv_and_positions": "f16" })
+            serde_json::json!({ "bin": opts.bin, "plan": plan.to_json(), "vectors": "f32", "conv_and_positions": "f16",
+                                "loss": if layout.calib.is_some() { "importance-weighted relative error x layer sensitivity (block influence / stack mean, clamped to [0.25, 4])" } else { "relative error" } })
         }
         None => {
             if opts.dtype.is_quantized() {
@@ -647,6 +786,47 @@ fn write_metadata(
             serde_json::json!({ "weights": opts.dtype.name(), "vectors": "f32" })
         }
     };
+    let mut recipe = recipe;
+    if let Some(c) = layout.calib {
+        let quantized = layout
+            .plan
+            .map(|p| p.choices.iter().any(|c| c.dtype.is_quantized()))
+            .unwrap_or(opts.dtype.is_quantized());
+        if quantized {
+            let stacks = match (c.covers("llm"), c.covers("audio")) {
+                (true, true) => "decoder, lm_head, audio encoder and projector",
+                (true, false) => {
+                    "decoder and lm_head (audio encoder uniform: no audio calibration)"
+                }
+                (false, true) => {
+                    "audio encoder and projector (decoder uniform: no text calibration)"
+                }
+                (false, false) => "no tensor (the calibration is empty)",
+            };
+            techniques.push(format!(
+                "importance-weighted quantization (per-input-channel mean squared activation from calibration; {stacks})"
+            ));
+        }
+        recipe["calibration"] = c.summary();
+    }
+    let dropped = |stack: &str, kept: &[usize], n: usize| -> serde_json::Value {
+        let auto: Vec<serde_json::Value> = layout
+            .auto_dropped
+            .iter()
+            .filter(|d| d.0 == stack)
+            .map(|d| serde_json::json!({"layer": d.1, "block_influence": d.2}))
+            .collect();
+        serde_json::json!({
+            "dropped": (0..n).filter(|l| !kept.contains(l)).collect::<Vec<_>>(),
+            "by_block_influence": auto,
+        })
+    };
+    if layout.llm_layers.len() != hp.layers {
+        recipe["llm_layers"] = dropped("llm", layout.llm_layers, hp.layers);
+    }
+    if layout.enc_layers.len() != hp.enc_layers {
+        recipe["audio_layers"] = dropped("audio", layout.enc_layers, hp.enc_layers);
+    }
     if let Some(k) = layout.kept {
         techniques.push(format!(
             "vocabulary trimming ({} of {} token rows kept)",
@@ -656,21 +836,34 @@ fn write_metadata(
     }
     if layout.llm_layers.len() != hp.layers {
         techniques.push(format!(
-            "decoder depth pruning ({} of {} layers kept)",
+            "decoder depth pruning ({} of {} layers kept{})",
             layout.llm_layers.len(),
-            hp.layers
+            hp.layers,
+            auto_note(layout.auto_dropped, "llm")
         ));
     }
     if layout.enc_layers.len() != hp.enc_layers {
         techniques.push(format!(
-            "audio encoder depth pruning ({} of {} layers kept)",
+            "audio encoder depth pruning ({} of {} layers kept{})",
             layout.enc_layers.len(),
-            hp.enc_layers
+            hp.enc_layers,
+            auto_note(layout.auto_dropped, "audio")
         ));
     }
     put(meta, "provenance.recipe", Str(recipe.to_string()))?;
     put(meta, "provenance.techniques", Strs(techniques))?;
-    put(meta, "provenance.datasets", Strs(vec![]))?;
+    let datasets: Vec<String> = layout
+        .calib
+        .map(|c| {
+            c.inputs
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|i| format!("calibration: {i}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    put(meta, "provenance.datasets", Strs(datasets))?;
     let count = |c: Component| -> u64 {
         specs
             .iter()

@@ -42,6 +42,8 @@ pub enum ConvertError {
     Quantize { name: String, msg: String },
     #[error(transparent)]
     Format(#[from] kompakt_format::FormatError),
+    #[error(transparent)]
+    Calibration(#[from] crate::calib::CalibError),
     #[error("conversion cancelled")]
     Cancelled,
 }

@@ -1,4 +1,5 @@
 //! kompakt's converter: Hugging Face Qwen2-Audio checkpoints to `.kpk`.
+pub mod calib;
 pub mod checkpoint;
 pub mod convert;
 pub mod error;

@@ -4,13 +4,16 @@
 //! The loss of storing tensor `t` as type `q` is estimated as
 //! `numel(t) * e(t, q) * s(t)`: `e` is the importance-weighted relative
 //! squared error of quantizing a sample of the tensor's rows (measured, not
-//! assumed), `s` a per-tensor sensitivity (1 without calibration). The
+//! assumed; the importance is the calibration's per-input-channel mean
+//! squared activation, uniform without calibration), `s` the sensitivity of
+//! the tensor's layer ([`sensitivity`]; 1 without calibration). The
 //! allocation starts every tensor at the cheapest candidate and repeatedly
 //! applies the upgrade with the best loss reduction per added byte that
 //! still fits (a greedy multiple-choice knapsack).
 use kompakt_format::DType;
 use rayon::prelude::*;
 
+use crate::calib::Calibration;
 use crate::checkpoint::Checkpoint;
 use crate::error::{ConvertError, Result};
 use crate::mapping::{Role, TensorSpec};
@@ -34,8 +37,10 @@ pub struct Choice {
     pub kpk: String,
     pub dtype: DType,
     pub bytes: u64,
-    /// Estimated relative error of the chosen type.
+    /// Estimated (importance-weighted) relative error of the chosen type.
     pub rel_err: f64,
+    /// The loss weight of the tensor ([`sensitivity`]).
+    pub sensitivity: f64,
 }
 
 /// The result of an allocation.
@@ -112,6 +117,54 @@ pub fn sample_error(
     Ok(if den > 0.0 { num / den } else { 0.0 })
 }
 
+/// Bounds of [`sensitivity`], relative to the stack's mean.
+pub const SENSITIVITY_RANGE: (f64, f64) = (0.25, 4.0);
+
+/// Sensitivity of `spec`'s loss: its layer's block influence divided by the
+/// mean block influence of the layers of its stack (decoder or audio
+/// encoder) in the calibration, clamped to [`SENSITIVITY_RANGE`]; 1 for
+/// tensors outside the layers (embeddings, lm_head, projector) and without
+/// calibration.
+///
+/// Why block influence: `e` is a relative error of one matrix's output, so
+/// it perturbs the block's update `h_out - h_in` by a fraction of that
+/// update; what the rest of the network sees is the perturbation relative
+/// to the residual stream, which is `e` times the size of the update
+/// relative to the stream. ShortGPT's `BI = 1 - cos(h_in, h_out)` measures
+/// exactly that size (for small updates, `1 - cos ~ |update_perp|^2 / (2 |h|^2)`,
+/// squared like `e`), averaged over real calibration tokens: a block that
+/// barely changes its input passes a given relative weight error on as a
+/// proportionally smaller change of the hidden state. Dividing by the stack
+/// mean keeps the decoder's and encoder's losses on the scale of the
+/// unweighted ones (and of the non-layer tensors, which get 1), and the clamp
+/// keeps a near-identity block from being starved (its BI only measures its
+/// effect with exact weights) and the first block (typically BI ~ 10x the
+/// mean) from taking every spare byte.
+pub fn sensitivity(calib: Option<&Calibration>, spec: &TensorSpec) -> f64 {
+    let (Some(c), Some(src)) = (calib, spec.layer) else {
+        return 1.0;
+    };
+    let stack = match spec.component {
+        crate::mapping::Component::AudioEncoder => "audio",
+        _ => "llm",
+    };
+    let all = if stack == "llm" {
+        &c.llm_influence
+    } else {
+        &c.audio_influence
+    };
+    if !c.covers(stack) || all.is_empty() {
+        return 1.0;
+    }
+    let mean = all.iter().map(|&v| v as f64).sum::<f64>() / all.len() as f64;
+    match c.influence(stack, src) {
+        Some(bi) if mean > 0.0 => {
+            (bi as f64 / mean).clamp(SENSITIVITY_RANGE.0, SENSITIVITY_RANGE.1)
+        }
+        _ => 1.0,
+    }
+}
+
 /// Whether the allocator decides this tensor's dtype.
 pub fn allocatable(role: Role) -> bool {
     matches!(role, Role::Linear | Role::Embedding | Role::LmHead)
@@ -120,9 +173,12 @@ pub fn allocatable(role: Role) -> bool {
 /// Chooses dtypes for the allocatable tensors of `specs` so that
 /// `fixed_bytes` plus their storage stays within `budget`.
 /// `rows` gives the number of stored rows of each spec (after trimming).
+/// With `calib`, errors are importance-weighted and losses scaled by
+/// [`sensitivity`].
 #[allow(clippy::too_many_arguments)]
 pub fn allocate(
     ckpt: &Checkpoint,
+    calib: Option<&Calibration>,
     specs: &[TensorSpec],
     stored_shape: &(dyn Fn(&TensorSpec) -> Vec<usize> + Sync),
     rows_of: &(dyn Fn(&TensorSpec) -> Option<Vec<usize>> + Sync),
@@ -137,15 +193,20 @@ pub fn allocate(
         let shape: Vec<u64> = stored_shape(s).iter().map(|&d| d as u64).collect();
         let numel: f64 = shape.iter().product::<u64>() as f64;
         let rows = rows_of(s);
+        let importance = match calib {
+            Some(c) => c.importance(s)?,
+            None => None,
+        };
+        let sens = sensitivity(calib, s);
         let mut errs = Vec::new();
         let mut sizes = Vec::new();
         for &d in candidates {
             let e = if d.is_quantized() {
-                sample_error(ckpt, s, rows.as_deref(), d, None)?
+                sample_error(ckpt, s, rows.as_deref(), d, importance)?
             } else {
                 0.0
             };
-            errs.push(e * numel);
+            errs.push(e * numel * sens);
             sizes.push(d.storage_bytes(&shape).unwrap_or(u64::MAX));
         }
         ckpt.release(&s.hf);
@@ -215,11 +276,13 @@ pub fn allocate(
         .map(|((s, &c), opts)| {
             let numel: f64 = stored_shape(s).iter().product::<usize>() as f64;
             let (bytes, err, dtype) = opts[c];
+            let sens = sensitivity(calib, s);
             Choice {
                 kpk: s.kpk.clone(),
                 dtype,
                 bytes,
-                rel_err: err / numel.max(1.0),
+                rel_err: err / (numel.max(1.0) * sens),
+                sensitivity: sens,
             }
         })
         .collect();

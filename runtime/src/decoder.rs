@@ -3,6 +3,7 @@
 //! SwiGLU MLP, a final RMSNorm and an untied lm_head.
 use kompakt_format::KpkFile;
 
+use crate::calib::Stack;
 use crate::config::LlmConfig;
 use crate::error::{Result, RuntimeError};
 use crate::kv_cache::KvCache;
@@ -114,7 +115,13 @@ impl Decoder {
         let scale = (hd as f32).powf(-0.5);
         let mut hbuf = vec![0.0f32; n * h];
         for (i, layer) in self.layers.iter().enumerate() {
+            let h_in = taps.block_input(&x);
             ops::rms_norm_into(&x, &mut hbuf, h, &layer.attn_norm.w, cfg.rms_norm_eps);
+            taps.record_input(
+                &[&layer.q.w.name, &layer.k.w.name, &layer.v.w.name],
+                &hbuf,
+                n,
+            );
             let mut q = layer.q.forward(file, &hbuf, n)?;
             let mut k = layer.k.forward(file, &hbuf, n)?;
             let v = layer.v.forward(file, &hbuf, n)?;
@@ -135,16 +142,20 @@ impl Decoder {
                     &mut a,
                 );
             }
+            taps.record_input(&[&layer.o.w.name], &a, n);
             let o = layer.o.forward(file, &a, n)?;
             ops::add_in_place(&mut x, &o);
 
             ops::rms_norm_into(&x, &mut hbuf, h, &layer.ffn_norm.w, cfg.rms_norm_eps);
+            taps.record_input(&[&layer.gate.w.name, &layer.up.w.name], &hbuf, n);
             let mut g = layer.gate.forward(file, &hbuf, n)?;
             let u = layer.up.forward(file, &hbuf, n)?;
             ops::silu_mul(&mut g, &u);
+            taps.record_input(&[&layer.down.w.name], &g, n);
             let d = layer.down.forward(file, &g, n)?;
             ops::add_in_place(&mut x, &d);
             taps.record(|| format!("llm.layers.{i}"), &x, &[n, h]);
+            taps.record_block(Stack::Llm, i, h_in, &x, h);
         }
         cache.commit(n);
 
@@ -162,6 +173,7 @@ impl Decoder {
             &self.norm.w,
             cfg.rms_norm_eps,
         );
+        taps.record_input(&[&self.lm_head.name], &normed, m);
         let mut out = vec![0.0f32; m * cfg.vocab_size];
         self.lm_head.matmul(file, &normed, m, &mut out)?;
         Ok(out)

@@ -10,6 +10,7 @@
 use kompakt_audio::LogMel;
 use kompakt_format::KpkFile;
 
+use crate::calib::Stack;
 use crate::config::AudioConfig;
 use crate::error::{Result, RuntimeError};
 use crate::ops;
@@ -149,6 +150,7 @@ impl AudioEncoder {
         let scale = (hd as f32).powf(-0.5);
         let mut h = vec![0.0f32; t * d];
         for (i, layer) in self.layers.iter().enumerate() {
+            let h_in = taps.block_input(&x);
             ops::layer_norm_into(
                 &x,
                 &mut h,
@@ -157,6 +159,7 @@ impl AudioEncoder {
                 layer.attn_norm.b.as_deref().unwrap_or(&[]),
                 cfg.layer_norm_eps,
             );
+            taps.record_input(&[&layer.q.w.name, &layer.k.w.name, &layer.v.w.name], &h, t);
             let mut q = layer.q.forward(file, &h, t)?;
             q.iter_mut().for_each(|v| *v *= scale);
             let k = layer.k.forward(file, &h, t)?;
@@ -164,6 +167,7 @@ impl AudioEncoder {
             let mut a = vec![0.0f32; t * d];
             let seg = [ops::KvSegment { k: &k, v: &v }];
             ops::attention(&q, &seg, cfg.n_heads, cfg.n_heads, hd, 1.0, &|_| t, &mut a);
+            taps.record_input(&[&layer.o.w.name], &a, t);
             let o = layer.o.forward(file, &a, t)?;
             ops::add_in_place(&mut x, &o);
 
@@ -175,11 +179,14 @@ impl AudioEncoder {
                 layer.ffn_norm.b.as_deref().unwrap_or(&[]),
                 cfg.layer_norm_eps,
             );
+            taps.record_input(&[&layer.fc1.w.name], &h, t);
             let mut f = layer.fc1.forward(file, &h, t)?;
             ops::gelu(&mut f);
+            taps.record_input(&[&layer.fc2.w.name], &f, t);
             let f = layer.fc2.forward(file, &f, t)?;
             ops::add_in_place(&mut x, &f);
             taps.record(|| format!("audio.layers.{i}"), &x, &[t, d]);
+            taps.record_block(Stack::Audio, i, h_in, &x, d);
         }
 
         let mut pooled = vec![0.0f32; n_out * d];
@@ -211,6 +218,7 @@ impl AudioEncoder {
         n: usize,
         taps: &mut Taps,
     ) -> Result<Vec<f32>> {
+        taps.record_input(&[&self.projector.w.name], enc, n);
         let y = self.projector.forward(file, enc, n)?;
         taps.record(|| "projector.out".into(), &y, &[n, self.projector.w.rows]);
         Ok(y)

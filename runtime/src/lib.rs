@@ -13,6 +13,7 @@
 //! println!("{}", out.text);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+pub mod calib;
 pub mod config;
 pub mod decoder;
 pub mod encoder;

@@ -127,9 +127,35 @@ impl Session {
         &self.model
     }
 
-    /// Turns recording of intermediate tensors on or off.
+    /// Turns recording of intermediate tensors on or off (calibration
+    /// collection, if on, continues).
     pub fn set_taps(&mut self, on: bool) {
+        let calib = self.taps.take_calibration();
         self.taps = if on { Taps::enabled() } else { Taps::default() };
+        if let Some(c) = calib {
+            self.taps.set_calibration(true);
+            if let Some(slot) = self.taps.calibration_mut() {
+                *slot = c;
+            }
+        }
+    }
+
+    /// Starts (or stops and discards) collecting calibration statistics
+    /// (per-input-channel mean squares of every linear layer's input, block
+    /// influence of every block) in the passes that follow.
+    pub fn set_calibration(&mut self, on: bool) {
+        self.taps.set_calibration(on);
+    }
+
+    /// The calibration statistics collected so far (when collecting).
+    pub fn calibration(&self) -> Option<&crate::calib::Calibration> {
+        self.taps.calibration()
+    }
+
+    /// Takes the calibration statistics collected so far, leaving an empty
+    /// collector.
+    pub fn take_calibration(&mut self) -> Option<crate::calib::Calibration> {
+        self.taps.take_calibration()
     }
 
     /// Intermediate tensors of the last call (when enabled).
