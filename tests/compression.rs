@@ -134,3 +134,83 @@ fn budget_is_respected_and_too_small_a_budget_is_refused() {
     }
     assert!(!tiny.out.exists());
 }
+
+#[test]
+fn recipe_rules_restrict_the_types_of_matching_tensors() {
+    use kompakt_converter::recipe::Recipe;
+    let dir = tempfile::tempdir().unwrap();
+    let dtypes = |path: &std::path::Path| -> std::collections::HashMap<String, DType> {
+        let f = KpkFile::open(path).unwrap();
+        f.tensors().map(|t| (t.name.clone(), t.dtype)).collect()
+    };
+
+    // Single-type rules apply without a budget; other tensors take --dtype.
+    let mut o = options(&dir, "rules.kpk");
+    o.dtype = DType::Q4K;
+    o.recipe = Some(
+        Recipe::from_toml(
+            "name = \"t\"\n[[types]]\nmatch = [\"llm.lm_head.weight\", \"projector.weight\"]\n\
+             types = [\"q8_0\"]\n[[types]]\nmatch = \"audio.layers.*.ffn.*\"\ntypes = [\"f16\"]\n",
+            "t",
+        )
+        .unwrap(),
+    );
+    kompakt_converter::convert(&o, &mut |_| true).unwrap();
+    let d = dtypes(&o.out);
+    assert_eq!(d["llm.lm_head.weight"], DType::Q8_0);
+    assert_eq!(d["projector.weight"], DType::Q8_0);
+    assert_eq!(d["audio.layers.0.ffn.fc1.weight"], DType::F16);
+    assert_eq!(d["llm.layers.0.mlp.up.weight"], DType::Q4K);
+    assert_eq!(d["llm.norm.weight"], DType::F32);
+    let f = KpkFile::open(&o.out).unwrap();
+    let prov = f
+        .metadata()
+        .get_str("provenance.recipe")
+        .unwrap()
+        .to_string();
+    assert!(prov.contains("\"name\":\"t\""), "{prov}");
+    translate(&o.out);
+
+    // With a budget the allocator picks among each rule's types only.
+    let mut m = options(&dir, "mixed-rules.kpk");
+    m.budget = Some(10_000_000);
+    m.recipe = Some(
+        Recipe::from_toml(
+            "[[types]]\nmatch = \"llm.layers.*\"\ntypes = [\"q2_k\", \"q3_k\"]\n",
+            "t",
+        )
+        .unwrap(),
+    );
+    let s = kompakt_converter::convert(&m, &mut |_| true).unwrap();
+    for c in s.plan.unwrap().choices {
+        if c.kpk.starts_with("llm.layers.") {
+            assert!(
+                matches!(c.dtype, DType::Q2K | DType::Q3K),
+                "{} {}",
+                c.kpk,
+                c.dtype
+            );
+        }
+    }
+
+    // A pattern matching no weight matrix, and several types without a
+    // budget, are refused before anything is written.
+    for (text, needle) in [
+        (
+            "[[types]]\nmatch = \"llm.layer.*\"\ntypes = [\"q8_0\"]\n",
+            "llm.layer.*",
+        ),
+        (
+            "[[types]]\nmatch = \"*\"\ntypes = [\"q2_k\", \"q8_0\"]\n",
+            "size target",
+        ),
+    ] {
+        let mut bad = options(&dir, "bad.kpk");
+        bad.recipe = Some(Recipe::from_toml(text, "t").unwrap());
+        match kompakt_converter::convert(&bad, &mut |_| true) {
+            Err(ConvertError::Option(msg)) => assert!(msg.contains(needle), "{msg}"),
+            other => panic!("expected a recipe error, got {other:?}"),
+        }
+        assert!(!bad.out.exists());
+    }
+}

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use kompakt_converter::recipe::{LayerDrop, Recipe};
 use kompakt_converter::vocab::KeepVocab;
 use kompakt_converter::{ConvertOptions, PromptStyle};
 use kompakt_format::DType;
@@ -49,6 +50,11 @@ pub struct ConvertArgs {
     /// Audio encoder layers to drop: source indices (comma-separated), or `auto:N`
     #[arg(long, value_delimiter = ',')]
     pub drop_audio_layers: Vec<String>,
+    /// Conversion recipe: a built-in preset (bin1, bin2, bin3) or a TOML file
+    /// (size target, vocabulary, pruning, allowed types per tensor pattern;
+    /// see converter/recipes/). Flags given here override the recipe's settings
+    #[arg(long)]
+    pub recipe: Option<String>,
     /// Calibration file from `kompakt calibrate`: importance-weighted
     /// quantization and allocation, and block influences for `auto:N` pruning
     #[arg(long)]
@@ -113,6 +119,48 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     (opts.drop_audio_layers, opts.drop_audio_auto) =
         layer_drops(&args.drop_audio_layers, "--drop-audio-layers")?;
     opts.calibration = args.calibration;
+    if let Some(name) = &args.recipe {
+        let r = Recipe::load(name).with_context(|| format!("--recipe {name}"))?;
+        if args.bin.is_none() && args.max_size.is_none() {
+            opts.bin = r.size.bin;
+            opts.budget = r.budget();
+        }
+        if args.keep_vocab.is_empty() {
+            opts.keep_vocab = r.keep_vocab();
+        }
+        let (llm, audio) = r.layer_drops();
+        for (given, drop, list, auto) in [
+            (
+                &args.drop_llm_layers,
+                llm,
+                &mut opts.drop_llm_layers,
+                &mut opts.drop_llm_auto,
+            ),
+            (
+                &args.drop_audio_layers,
+                audio,
+                &mut opts.drop_audio_layers,
+                &mut opts.drop_audio_auto,
+            ),
+        ] {
+            if given.is_empty() {
+                match drop {
+                    Some(LayerDrop::List(v)) => *list = v,
+                    Some(LayerDrop::Auto(n)) => *auto = Some(n),
+                    None => {}
+                }
+            }
+        }
+        if (opts.drop_llm_auto.is_some() || opts.drop_audio_auto.is_some())
+            && opts.calibration.is_none()
+        {
+            bail!(
+                "recipe `{name}` drops layers by block influence (auto:N): give --calibration \
+                 FILE from `kompakt calibrate`, or explicit --drop-llm-layers/--drop-audio-layers"
+            );
+        }
+        opts.recipe = Some(r);
+    }
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(

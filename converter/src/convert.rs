@@ -48,6 +48,9 @@ pub struct ConvertOptions {
     pub drop_llm_auto: Option<usize>,
     /// Also drop this many encoder layers of lowest block influence.
     pub drop_audio_auto: Option<usize>,
+    /// Recipe whose `[[types]]` rules restrict the types of matching weight
+    /// matrices (its other settings are applied by the caller).
+    pub recipe: Option<crate::recipe::Recipe>,
     /// Calibration file (`kompakt calibrate`): importance-weighted
     /// quantization, importance- and sensitivity-weighted allocation, and the
     /// block influences for automatic depth pruning.
@@ -74,6 +77,7 @@ impl ConvertOptions {
             drop_audio_layers: Vec::new(),
             drop_llm_auto: None,
             drop_audio_auto: None,
+            recipe: None,
             calibration: None,
         }
     }
@@ -421,6 +425,41 @@ pub fn convert(
         shape
     };
 
+    // Recipe type rules: only weight matrices (norms stay f32, convolutions
+    // float) take them; a pattern that matches none of them is a typo.
+    let recipe_types = |s: &TensorSpec| -> Option<Vec<DType>> {
+        if !crate::plan::allocatable(s.role) {
+            return None;
+        }
+        opts.recipe.as_ref().and_then(|r| r.types_for(&s.kpk))
+    };
+    if let Some(r) = &opts.recipe {
+        let names: Vec<&str> = specs
+            .iter()
+            .filter(|s| crate::plan::allocatable(s.role))
+            .map(|s| s.kpk.as_str())
+            .collect();
+        let unmatched = r.unmatched_patterns(&names);
+        if !unmatched.is_empty() {
+            return Err(ConvertError::Option(format!(
+                "recipe patterns match no weight matrix: {} (names as in FORMAT.md, e.g. \
+                 llm.layers.0.mlp.up.weight)",
+                unmatched.join(", ")
+            )));
+        }
+        if opts.budget.is_none() {
+            if let Some(s) = specs
+                .iter()
+                .find(|s| recipe_types(s).is_some_and(|t| t.len() > 1))
+            {
+                return Err(ConvertError::Option(format!(
+                    "the recipe allows several types for {}: choosing among them needs a \
+                     size target (size.bin / size.max_bytes, --bin or --max-size)",
+                    s.kpk
+                )));
+            }
+        }
+    }
     let plan = match opts.budget {
         None => None,
         Some(budget) => {
@@ -450,7 +489,9 @@ pub fn convert(
                 &specs,
                 &stored_shape,
                 &rows_of,
-                &crate::plan::CANDIDATES,
+                &|s: &TensorSpec| {
+                    recipe_types(s).unwrap_or_else(|| crate::plan::CANDIDATES.to_vec())
+                },
                 budget,
                 fixed,
                 &mut |done, total| {
@@ -468,7 +509,10 @@ pub fn convert(
         match plan.as_ref().and_then(|p| p.dtype_of(&s.kpk)) {
             Some(d) => d,
             None if plan.is_some() => dtype_for(s.role, DType::Q4K),
-            None => dtype_for(s.role, opts.dtype),
+            None => match recipe_types(s).as_deref() {
+                Some([d]) => *d,
+                _ => dtype_for(s.role, opts.dtype),
+            },
         }
     };
 
@@ -787,6 +831,12 @@ fn write_metadata(
         }
     };
     let mut recipe = recipe;
+    if let Some(r) = &opts.recipe {
+        recipe["recipe"] = r.to_json();
+        if let Some(name) = &r.name {
+            techniques.push(format!("conversion recipe `{name}`"));
+        }
+    }
     if let Some(c) = layout.calib {
         let quantized = layout
             .plan

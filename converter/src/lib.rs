@@ -6,6 +6,7 @@ pub mod error;
 pub mod hparams;
 pub mod mapping;
 pub mod plan;
+pub mod recipe;
 pub mod synth;
 pub mod vocab;
 

@@ -170,6 +170,9 @@ pub fn allocatable(role: Role) -> bool {
     matches!(role, Role::Linear | Role::Embedding | Role::LmHead)
 }
 
+/// Per tensor: loss, bytes and type of each candidate.
+type Estimate = (Vec<f64>, Vec<u64>, Vec<DType>);
+
 /// Chooses dtypes for the allocatable tensors of `specs` so that
 /// `fixed_bytes` plus their storage stays within `budget`.
 /// `rows` gives the number of stored rows of each spec (after trimming).
@@ -182,14 +185,21 @@ pub fn allocate(
     specs: &[TensorSpec],
     stored_shape: &(dyn Fn(&TensorSpec) -> Vec<usize> + Sync),
     rows_of: &(dyn Fn(&TensorSpec) -> Option<Vec<usize>> + Sync),
-    candidates: &[DType],
+    candidates: &(dyn Fn(&TensorSpec) -> Vec<DType> + Sync),
     budget: u64,
     fixed_bytes: u64,
     progress: &mut dyn FnMut(usize, usize) -> bool,
 ) -> Result<Plan> {
     let targets: Vec<&TensorSpec> = specs.iter().filter(|s| allocatable(s.role)).collect();
     // errors[t][c], bytes[t][c]
-    let estimate = |s: &&TensorSpec| -> Result<(Vec<f64>, Vec<u64>)> {
+    let estimate = |s: &&TensorSpec| -> Result<Estimate> {
+        let cands = candidates(s);
+        if cands.is_empty() {
+            return Err(ConvertError::Option(format!(
+                "no candidate types for {}",
+                s.kpk
+            )));
+        }
         let shape: Vec<u64> = stored_shape(s).iter().map(|&d| d as u64).collect();
         let numel: f64 = shape.iter().product::<u64>() as f64;
         let rows = rows_of(s);
@@ -200,7 +210,7 @@ pub fn allocate(
         let sens = sensitivity(calib, s);
         let mut errs = Vec::new();
         let mut sizes = Vec::new();
-        for &d in candidates {
+        for &d in &cands {
             let e = if d.is_quantized() {
                 sample_error(ckpt, s, rows.as_deref(), d, importance)?
             } else {
@@ -210,9 +220,9 @@ pub fn allocate(
             sizes.push(d.storage_bytes(&shape).unwrap_or(u64::MAX));
         }
         ckpt.release(&s.hf);
-        Ok((errs, sizes))
+        Ok((errs, sizes, cands))
     };
-    let mut table: Vec<Result<(Vec<f64>, Vec<u64>)>> = Vec::with_capacity(targets.len());
+    let mut table: Vec<Result<Estimate>> = Vec::with_capacity(targets.len());
     for chunk in targets.chunks(4 * rayon::current_num_threads()) {
         table.extend(chunk.par_iter().map(estimate).collect::<Vec<_>>());
         if !progress(table.len(), targets.len()) {
@@ -224,12 +234,12 @@ pub fn allocate(
     let table: Vec<Vec<(u64, f64, DType)>> = table
         .into_iter()
         .map(|r| {
-            r.map(|(errs, sizes)| {
+            r.map(|(errs, sizes, cands)| {
                 let mut opts: Vec<(u64, f64, DType)> = sizes
                     .into_iter()
                     .zip(errs)
-                    .zip(candidates)
-                    .map(|((b, e), &d)| (b, e, d))
+                    .zip(cands)
+                    .map(|((b, e), d)| (b, e, d))
                     .collect();
                 opts.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
                 let mut kept: Vec<(u64, f64, DType)> = Vec::new();
