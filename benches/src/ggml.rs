@@ -169,3 +169,40 @@ pub fn weight(ty: sys::ggml_type, rows: usize, cols: usize) -> Vec<u8> {
         rows,
     )
 }
+
+/// `y = W x` for one activation row with ggml's own path: `x` quantized to
+/// the type's `vec_dot_type` (q8_0 for Q8_0, q8_K for the K/IQ types) with
+/// `from_float`, then `vec_dot` per row. `cols` must suit the type's block.
+pub fn matvec(ty: sys::ggml_type, data: &[u8], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+    assert_eq!(x.len(), cols);
+    let rb = row_bytes(ty, cols);
+    assert!(data.len() >= rows * rb);
+    // SAFETY: static type traits; x has cols floats, xq the row size of vec_dot_type,
+    // every weight row rb bytes.
+    unsafe {
+        let tr = sys::ggml_get_type_traits_cpu(ty);
+        let vdt = (*tr).vec_dot_type;
+        let from = (*sys::ggml_get_type_traits_cpu(vdt))
+            .from_float
+            .expect("from_float");
+        let vd = (*tr).vec_dot.expect("vec_dot");
+        let mut xq = vec![0u8; row_bytes(vdt, cols)];
+        from(x.as_ptr(), xq.as_mut_ptr() as *mut c_void, cols as i64);
+        (0..rows)
+            .map(|r| {
+                let mut o = 0f32;
+                vd(
+                    cols as i32,
+                    &mut o,
+                    0,
+                    data[r * rb..].as_ptr() as *const c_void,
+                    0,
+                    xq.as_ptr() as *const c_void,
+                    0,
+                    1,
+                );
+                o
+            })
+            .collect()
+    }
+}

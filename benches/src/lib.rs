@@ -5,6 +5,7 @@
 //! quantizing 64 random rows and repeating their bytes.
 
 use kompakt_kernels::{matmul, quantize, DType, WeightRef};
+use std::path::Path;
 use std::time::Instant;
 
 #[cfg(feature = "ggml")]
@@ -157,4 +158,32 @@ pub fn kompakt_matmul_secs(w: &WeightRef, n: usize, threads: usize, reps: usize)
         .build()
         .unwrap();
     pool.install(|| time_best(|| matmul(w, &x, n, &mut y), reps, 0.2))
+}
+
+/// Reads a little-endian f32 `.npy` (C order) as (shape, data).
+pub fn read_npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
+    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert_eq!(&b[..6], b"\x93NUMPY", "{}: not npy", p.display());
+    let (hl, off) = if b[6] == 1 {
+        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
+    } else {
+        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
+    };
+    let h = std::str::from_utf8(&b[off..off + hl]).unwrap();
+    assert!(
+        h.contains("'<f4'") && h.contains("'fortran_order': False"),
+        "{h}"
+    );
+    let sh = &h[h.find("'shape': (").unwrap() + 10..];
+    let shape: Vec<usize> = sh[..sh.find(')').unwrap()]
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let data: Vec<f32> = b[off + hl..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>());
+    (shape, data)
 }

@@ -5,6 +5,10 @@
 //! L3: a cache number, not a DRAM one). `--short` / `KOMPAKT_BENCH_SHORT=1`:
 //! two small shapes, Q4K and IQ2, < 1 minute.
 //!
+//! Filters for focused runs: `KT_TYPES=q3_k,q2_k` (kompakt dtype names) and
+//! `KT_SHAPES=4096x4096,156032x4096` (rows x cols); `KT_NO_MATMAT=1` skips
+//! the mat-mat table; `KT_NO_BW=1` skips the bandwidth probe.
+//!
 //! Both libraries' timings include quantizing the activation row (kompakt to
 //! Q8K inside `matmul`; ggml to its `vec_dot_type` with `from_float`).
 use kompakt_benches::*;
@@ -15,7 +19,15 @@ fn main() {
     let reps = if short { 3 } else { 10 };
     #[cfg(feature = "ggml")]
     ggml::init();
-    let bw = |t| read_bandwidth(1 << 30, t, if short { 3 } else { 8 });
+    // `KT_NO_BW=1`: skip the bandwidth probe (focused kernel comparisons).
+    let no_bw = std::env::var("KT_NO_BW").is_ok_and(|v| v == "1");
+    let bw = |t| {
+        if no_bw {
+            f64::NAN
+        } else {
+            read_bandwidth(1 << 30, t, if short { 3 } else { 8 })
+        }
+    };
     let (mut bw1, mut bw2) = (bw(1), bw(2));
     let shapes: Vec<_> = if short {
         vec![SHAPES[0], SHAPES[3]]
@@ -26,6 +38,28 @@ fn main() {
         vec![DType::Q4K, DType::IQ2]
     } else {
         KTYPES.iter().copied().chain([DType::F16]).collect()
+    };
+    let env_list = |k: &str| {
+        std::env::var(k).ok().map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+    };
+    let types: Vec<DType> = match env_list("KT_TYPES") {
+        Some(f) => types
+            .into_iter()
+            .filter(|d| f.iter().any(|n| n == d.name()))
+            .collect(),
+        None => types,
+    };
+    let shapes: Vec<_> = match env_list("KT_SHAPES") {
+        Some(f) => SHAPES
+            .iter()
+            .copied()
+            .filter(|(_, r, c)| f.contains(&format!("{r}x{c}")))
+            .collect(),
+        None => shapes,
     };
     let mut lines = Vec::new();
     for &(name, rows, cols) in &shapes {
@@ -95,6 +129,9 @@ fn main() {
             p[4],
             p[5]
         );
+    }
+    if std::env::var("KT_NO_MATMAT").is_ok_and(|v| v == "1") {
+        return;
     }
     println!("\n## Mat-mat (prefill / encoder), GFLOP/s, 2 threads\n");
     println!("| shape | type | n | GFLOP/s |");

@@ -9,40 +9,11 @@
 //! quantize exactly that matrix (same values, same block boundaries, same
 //! importance per value). The bits per weight are then the types' nominal
 //! ones. At most 2^20 values (the leading rows) of each tensor. Usage: `quant-quality [DIR=/work/data/qq]`.
-use kompakt_benches::ggml;
+use kompakt_benches::{ggml, read_npy};
 use kompakt_kernels::{dequantize, quantize, DType, WeightRef};
 use llama_cpp_sys_2 as sys;
-use std::path::Path;
 
 const MAX_VALUES: usize = 1 << 20;
-
-/// Reads a little-endian f32 `.npy` (C order) as (shape, data).
-fn read_npy(p: &Path) -> (Vec<usize>, Vec<f32>) {
-    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    assert_eq!(&b[..6], b"\x93NUMPY", "{}: not npy", p.display());
-    let (hl, off) = if b[6] == 1 {
-        (u16::from_le_bytes([b[8], b[9]]) as usize, 10)
-    } else {
-        (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12)
-    };
-    let h = std::str::from_utf8(&b[off..off + hl]).unwrap();
-    assert!(
-        h.contains("'<f4'") && h.contains("'fortran_order': False"),
-        "{h}"
-    );
-    let sh = &h[h.find("'shape': (").unwrap() + 10..];
-    let shape: Vec<usize> = sh[..sh.find(')').unwrap()]
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
-    let data: Vec<f32> = b[off + hl..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>());
-    (shape, data)
-}
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {
@@ -93,6 +64,9 @@ fn ggml_q(name: &str, ty: sys::ggml_type) -> Quantizer {
     )
 }
 
+/// (name, rows, cols, values, importance per column).
+type Tensor = (String, usize, usize, Vec<f32>, Vec<f32>);
+
 fn main() {
     let dir = std::env::args()
         .nth(1)
@@ -128,7 +102,7 @@ fn main() {
                 .is_none_or(|o| o.split(',').any(|t| g[0].0 == format!("kompakt {t}")))
         })
         .collect();
-    let tensors: Vec<(String, usize, usize, Vec<f32>, Vec<f32>)> = files
+    let tensors: Vec<Tensor> = files
         .iter()
         .map(|p| {
             let (sh, x) = read_npy(p);

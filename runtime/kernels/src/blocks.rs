@@ -125,6 +125,25 @@ impl BlockQ8K {
     }
 }
 
+/// Activation block for Q8_0 weights (not stored in files): 32 values
+/// `x = d * qs[i]`, one f32 scale per 32 like ggml's `q8_0` activations
+/// (ggml stores that scale as f16). Per 256 ([`BlockQ8K`]) one large
+/// activation makes the step of its 255 neighbours coarse; per 32 the 8-bit
+/// weights are not drowned by activation rounding.
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+#[repr(C)]
+pub struct BlockQ8A32 {
+    pub d: f32,
+    pub qs: [i8; QK8_0],
+}
+const _: () = assert!(size_of::<BlockQ8A32>() == 36);
+
+impl BlockQ8A32 {
+    pub fn zeroed() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
 /// Packs 16 six-bit values: byte `i` (0..8) = `v[i] & 15 | (v[i+8] & 15) << 4`;
 /// byte `8+j` (0..4) bits `2m..2m+2` = `v[j + 4m] >> 4`.
 pub fn pack_6bit16(v: &[u8; 16]) -> [u8; 12] {

@@ -7,9 +7,11 @@
 //! NEON (+ `sdot` when the CPU has `dotprod`) on aarch64, the safe scalar
 //! reference in [`scalar`] otherwise or when `KOMPAKT_FORCE_SCALAR=1`.
 //!
-//! Quantized weights are multiplied with activations quantized to
-//! [`blocks::BlockQ8K`] (8 bits, one f32 scale per 256, ggml's `q8_K` idea)
-//! using integer dot products; float weights use f32 activations.
+//! Quantized weights are multiplied with activations quantized to 8 bits
+//! using integer dot products, at ggml's granularity: Q8_0 weights with
+//! [`blocks::BlockQ8A32`] (one f32 scale per 32, ggml's `q8_0`), the K and
+//! IQ2 types with [`blocks::BlockQ8K`] (one f32 scale per 256, ggml's
+//! `q8_K`); float weights use f32 activations.
 
 // Kernels index several arrays by one position; iterator chains hide that.
 #![allow(clippy::needless_range_loop)]
@@ -28,9 +30,9 @@ pub mod x86_64;
 pub mod aarch64;
 
 pub use kompakt_format::DType;
-pub use table::{best_kernels, kernels, scalar_kernels, KernelTable, RowF32Fn, RowQ8Fn};
+pub use table::{best_kernels, kernels, scalar_kernels, KernelTable, RowF32Fn, RowQ8Fn, RowQ8_0Fn};
 
-use blocks::BlockQ8K;
+use blocks::{BlockQ8A32, BlockQ8K};
 use rayon::prelude::*;
 
 /// Errors of the kernel API.
@@ -128,6 +130,11 @@ pub fn q8k_blocks(cols: usize) -> usize {
     cols.div_ceil(blocks::QK_K)
 }
 
+/// Number of [`BlockQ8A32`] activation blocks per row of `cols` values.
+pub fn q8a32_blocks(cols: usize) -> usize {
+    cols.div_ceil(blocks::QK8_0)
+}
+
 /// `y[i*rows + r] = sum_c x[i*cols + c] * W[r, c]` for `i in 0..n`.
 ///
 /// Runs on rayon's current pool, split over output rows; for `n > 1` each
@@ -171,6 +178,15 @@ pub fn matmul_with(t: &KernelTable, w: &WeightRef, x: &[f32], n: usize, y: &mut 
             run_rows(w, &xs, y, f);
         }
         DType::U8 | DType::I32 => panic!("matmul: {} is not a weight type", w.dtype),
+        DType::Q8_0 => {
+            let nb = q8a32_blocks(cols);
+            let mut act = vec![BlockQ8A32::zeroed(); n * nb];
+            act.par_chunks_mut(nb)
+                .zip(x[..n * cols].par_chunks(cols))
+                .for_each(|(a, xr)| (t.quantize_q8a32)(xr, a));
+            let acts: Vec<&[BlockQ8A32]> = act.chunks(nb).collect();
+            run_rows(w, &acts, y, t.row_q8_0);
+        }
         _ => {
             let f = row_q8_fn(t, w.dtype);
             let nb = q8k_blocks(cols);
@@ -186,7 +202,6 @@ pub fn matmul_with(t: &KernelTable, w: &WeightRef, x: &[f32], n: usize, y: &mut 
 
 fn row_q8_fn(t: &KernelTable, d: DType) -> RowQ8Fn {
     match d {
-        DType::Q8_0 => t.row_q8_0,
         DType::Q4K => t.row_q4k,
         DType::Q3K => t.row_q3k,
         DType::Q2K => t.row_q2k,

@@ -20,6 +20,7 @@ pub static TABLE: KernelTable = KernelTable {
     row_q2k,
     row_iq2,
     quantize_q8k,
+    quantize_q8a32,
 };
 
 /// `sum a[i] * b[i]` (8 partial sums, like the SIMD versions).
@@ -96,14 +97,33 @@ pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
     }
 }
 
+/// Quantizes an activation row to 32-value blocks (zero padded), as
+/// [`quantize_q8k`] does per 256.
+pub fn quantize_q8a32(x: &[f32], out: &mut [BlockQ8A32]) {
+    for (bi, b) in out.iter_mut().enumerate() {
+        let start = (bi * QK8_0).min(x.len());
+        let end = ((bi + 1) * QK8_0).min(x.len());
+        let src = &x[start..end];
+        let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let id = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        b.d = if amax > 0.0 { amax / 127.0 } else { 0.0 };
+        b.qs = [0; QK8_0];
+        for (q, v) in b.qs.iter_mut().zip(src) {
+            *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+        }
+    }
+}
+
 fn rows_q8(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32], f: impl Fn(&[u8], &[BlockQ8K]) -> f32) {
     for (o, ar) in out.iter_mut().zip(a) {
         *o = f(row, ar);
     }
 }
 
-pub fn row_q8_0(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
-    rows_q8(row, a, out, dot_q8_0)
+pub fn row_q8_0(row: &[u8], a: &[&[BlockQ8A32]], out: &mut [f32]) {
+    for (o, ar) in out.iter_mut().zip(a) {
+        *o = dot_q8_0(row, ar);
+    }
 }
 pub fn row_q4k(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
     rows_q8(row, a, out, dot_q4k)
@@ -118,24 +138,20 @@ pub fn row_iq2(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
     rows_q8(row, a, out, dot_iq2)
 }
 
-/// Q8_0 row · Q8K activations.
-pub fn dot_q8_0(row: &[u8], a: &[BlockQ8K]) -> f32 {
+/// Q8_0 row · Q8A32 activations (one activation block per weight block).
+pub fn dot_q8_0(row: &[u8], a: &[BlockQ8A32]) -> f32 {
     let blocks: &[BlockQ8_0] = cast_slice(row);
-    let mut sum = 0f32;
-    for (ab, wb) in a.iter().zip(blocks.chunks(QK_K / QK8_0)) {
-        let mut s = 0f32;
-        for (k, b) in wb.iter().enumerate() {
-            let aq = &ab.qs[32 * k..32 * k + 32];
-            let isum: i32 =
-                b.qs.iter()
-                    .zip(aq)
-                    .map(|(&w, &x)| w as i32 * x as i32)
-                    .sum();
-            s += f16_le(b.d) * isum as f32;
-        }
-        sum += ab.d * s;
+    assert!(a.len() >= blocks.len());
+    let mut acc = [0f32; 8];
+    for (k, (b, ab)) in blocks.iter().zip(a).enumerate() {
+        let isum: i32 =
+            b.qs.iter()
+                .zip(&ab.qs)
+                .map(|(&w, &x)| w as i32 * x as i32)
+                .sum();
+        acc[k % 8] += f16_le(b.d) * ab.d * isum as f32;
     }
-    sum
+    acc.iter().sum()
 }
 
 /// 6-bit scales and mins of a Q4K block.

@@ -1,6 +1,6 @@
 //! The kernel table: one set of function pointers picked once at run time.
 
-use crate::blocks::BlockQ8K;
+use crate::blocks::{BlockQ8A32, BlockQ8K};
 use std::sync::OnceLock;
 
 /// Dot products of one stored weight row (raw bytes, any alignment) with
@@ -9,6 +9,9 @@ pub type RowF32Fn = fn(row: &[u8], x: &[&[f32]], out: &mut [f32]);
 /// Dot products of one stored quantized weight row with `a.len()` (1..=4)
 /// activation rows quantized to [`BlockQ8K`]; `out.len() == a.len()`.
 pub type RowQ8Fn = fn(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]);
+/// Dot products of one stored Q8_0 weight row with `a.len()` (1..=4)
+/// activation rows quantized to [`BlockQ8A32`] (one block per weight block).
+pub type RowQ8_0Fn = fn(row: &[u8], a: &[&[BlockQ8A32]], out: &mut [f32]);
 
 /// Function pointers for every kernel, for one instruction set.
 #[derive(Clone, Copy, Debug)]
@@ -20,13 +23,16 @@ pub struct KernelTable {
     pub row_f32: RowF32Fn,
     pub row_f16: RowF32Fn,
     pub row_bf16: RowF32Fn,
-    pub row_q8_0: RowQ8Fn,
+    pub row_q8_0: RowQ8_0Fn,
     pub row_q4k: RowQ8Fn,
     pub row_q3k: RowQ8Fn,
     pub row_q2k: RowQ8Fn,
     pub row_iq2: RowQ8Fn,
     /// Quantizes one activation row (any length) to `ceil(len/256)` blocks.
     pub quantize_q8k: fn(&[f32], &mut [BlockQ8K]),
+    /// Quantizes one activation row (any length) to `ceil(len/32)` blocks
+    /// (the activations of Q8_0 weights).
+    pub quantize_q8a32: fn(&[f32], &mut [BlockQ8A32]),
 }
 
 /// The safe scalar reference table.

@@ -1,7 +1,7 @@
 //! Quantization error limits, importance, round trips, padding, and every
 //! SIMD kernel against the scalar reference.
 
-use kompakt_kernels::blocks::BlockQ8K;
+use kompakt_kernels::blocks::{BlockQ8A32, BlockQ8K};
 use kompakt_kernels::*;
 use proptest::prelude::*;
 
@@ -157,9 +157,11 @@ fn matmul_matches_dequantized_reference() {
     }
 }
 
+/// The kernels of the K and IQ2 types (Q8_0 takes per-32 activations).
+const KTYPES: [DType; 4] = [DType::Q4K, DType::Q3K, DType::Q2K, DType::IQ2];
+
 fn row_fn(t: &KernelTable, dt: DType) -> RowQ8Fn {
     match dt {
-        DType::Q8_0 => t.row_q8_0,
         DType::Q4K => t.row_q4k,
         DType::Q3K => t.row_q3k,
         DType::Q2K => t.row_q2k,
@@ -189,7 +191,7 @@ proptest! {
             a
         }).collect();
         let ar: Vec<&[BlockQ8K]> = acts.iter().map(|a| &a[..]).collect();
-        for dt in QTYPES {
+        for dt in KTYPES {
             let q = quantize(dt, &w, 1, cols, None).unwrap();
             let mut o1 = vec![0f32; nr];
             let mut o2 = vec![0f32; nr];
@@ -200,5 +202,69 @@ proptest! {
                 prop_assert!((p - v).abs() <= 1e-5 * mag, "{}: {} vs {}", dt, p, v);
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn simd_q8_0_rows_match_scalar(nb in 1usize..40, nr in 1usize..6, seed in 0u64..10_000, scale in 0.01f32..100.0) {
+        let cols = nb * 32;
+        let mut rng = Rng(seed);
+        let w: Vec<f32> = rng.gvec(cols).iter().map(|v| v * scale).collect();
+        let xs: Vec<Vec<f32>> = (0..nr).map(|_| rng.gvec(cols)).collect();
+        let s = scalar_kernels();
+        let b = best_kernels();
+        let acts: Vec<Vec<BlockQ8A32>> = xs.iter().map(|x| {
+            let mut a = vec![BlockQ8A32::zeroed(); nb];
+            (s.quantize_q8a32)(x, &mut a);
+            let mut a2 = vec![BlockQ8A32::zeroed(); nb];
+            (b.quantize_q8a32)(x, &mut a2);
+            for (p, q) in a.iter().zip(&a2) {
+                assert!((p.d - q.d).abs() <= 1e-6 * p.d.abs());
+                for (u, v) in p.qs.iter().zip(&q.qs) { assert!((*u as i32 - *v as i32).abs() <= 1); }
+            }
+            a
+        }).collect();
+        let ar: Vec<&[BlockQ8A32]> = acts.iter().map(|a| &a[..]).collect();
+        let q = quantize(DType::Q8_0, &w, 1, cols, None).unwrap();
+        let mut o1 = vec![0f32; nr];
+        let mut o2 = vec![0f32; nr];
+        (s.row_q8_0)(&q, &ar, &mut o1);
+        (b.row_q8_0)(&q, &ar, &mut o2);
+        let mag: f32 = w.iter().map(|v| v.abs()).sum::<f32>() * 3.0;
+        for (p, v) in o1.iter().zip(&o2) {
+            prop_assert!((p - v).abs() <= 1e-5 * mag, "q8_0: {} vs {}", p, v);
+        }
+    }
+}
+
+/// Q8_0 activations are quantized per 32 (ggml's q8_0), not per 256: one
+/// large activation channel must not coarsen the rounding of the others.
+/// With an outlier of 100x in channel 0, the output error of the values
+/// outside the outlier's 32-block stays at 8-bit level.
+#[test]
+fn q8_0_activations_per_32() {
+    let (rows, cols) = (64, 1024);
+    let mut rng = Rng(11);
+    let w = rng.gvec(rows * cols);
+    let mut x = rng.gvec(cols);
+    x[0] = 100.0;
+    // Only the channels outside block 0 carry weight, so the outlier's own
+    // block does not enter the product.
+    let mut wz = w.clone();
+    for r in 0..rows {
+        wz[r * cols..r * cols + 32].fill(0.0);
+    }
+    let q = quantize(DType::Q8_0, &wz, rows, cols, None).unwrap();
+    let d = deq(DType::Q8_0, &q, rows, cols);
+    let want = naive(&d, &x, rows, cols, 1);
+    let wr = WeightRef::new(DType::Q8_0, &q, rows, cols).unwrap();
+    for t in [scalar_kernels(), best_kernels()] {
+        let mut y = vec![0f32; rows];
+        matmul_with(t, &wr, &x, 1, &mut y);
+        let e = rel_err(&want, &y, rows, None);
+        // Per 256 the step would be 100/127 against unit activations (~25 %).
+        assert!(e < 0.01, "{}: {e}", t.isa);
     }
 }

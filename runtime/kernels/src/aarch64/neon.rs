@@ -24,6 +24,7 @@ pub static TABLE: KernelTable = KernelTable {
     row_q2k: row_q2k::<false>,
     row_iq2: row_iq2::<false>,
     quantize_q8k: scalar::quantize_q8k,
+    quantize_q8a32: scalar::quantize_q8a32,
 };
 
 pub static TABLE_DOTPROD: KernelTable = KernelTable {
@@ -185,17 +186,20 @@ unsafe fn ld(p: *const i8) -> int8x16_t {
 
 macro_rules! row_q8 {
     ($name:ident, $body:ident, $dot:ident, $nodot:ident) => {
+        row_q8!($name, $body, $dot, $nodot, BlockQ8K);
+    };
+    ($name:ident, $body:ident, $dot:ident, $nodot:ident, $act:ty) => {
         #[target_feature(enable = "neon,dotprod")]
-        unsafe fn $dot(row: &[u8], a: &[BlockQ8K]) -> f32 {
+        unsafe fn $dot(row: &[u8], a: &[$act]) -> f32 {
             // SAFETY: compiled with dotprod.
             unsafe { $body::<true>(row, a) }
         }
         #[target_feature(enable = "neon")]
-        unsafe fn $nodot(row: &[u8], a: &[BlockQ8K]) -> f32 {
+        unsafe fn $nodot(row: &[u8], a: &[$act]) -> f32 {
             // SAFETY: DOT = false uses only neon.
             unsafe { $body::<false>(row, a) }
         }
-        pub fn $name<const DOT: bool>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
+        pub fn $name<const DOT: bool>(row: &[u8], a: &[&[$act]], out: &mut [f32]) {
             for (o, ar) in out.iter_mut().zip(a) {
                 // SAFETY: the dotprod table is installed only when neon and dotprod were
                 // detected, the plain one only when neon was.
@@ -211,34 +215,28 @@ macro_rules! row_q8 {
     };
 }
 
-row_q8!(row_q8_0, q8_0_body, q8_0_dot, q8_0_nodot);
+row_q8!(row_q8_0, q8_0_body, q8_0_dot, q8_0_nodot, BlockQ8A32);
 row_q8!(row_q4k, q4k_body, q4k_dot, q4k_nodot);
 row_q8!(row_q3k, q3k_body, q3k_dot, q3k_nodot);
 row_q8!(row_q2k, q2k_body, q2k_dot, q2k_nodot);
 row_q8!(row_iq2, iq2_body, iq2_dot, iq2_nodot);
 
 #[inline(always)]
-unsafe fn q8_0_body<const DOT: bool>(row: &[u8], a: &[BlockQ8K]) -> f32 {
+unsafe fn q8_0_body<const DOT: bool>(row: &[u8], a: &[BlockQ8A32]) -> f32 {
     let blocks: &[BlockQ8_0] = cast_slice(row);
-    assert!(a.len() >= blocks.len().div_ceil(8));
-    let mut sum = 0f32;
-    for (k, b) in blocks.iter().enumerate() {
-        let ab = &a[k / 8];
-        let off = 32 * (k % 8);
-        // SAFETY: b.qs has 32 bytes; off + 32 <= 256.
+    assert!(a.len() >= blocks.len());
+    let mut sum = [0f32; 2];
+    for (k, (b, ab)) in blocks.iter().zip(a).enumerate() {
+        // SAFETY: b.qs and ab.qs have 32 bytes each.
         let isum = unsafe {
             let z = vdupq_n_s32(0);
-            let acc = idot::<DOT>(z, ld(b.qs.as_ptr()), ld(ab.qs.as_ptr().add(off)));
-            let acc = idot::<DOT>(
-                acc,
-                ld(b.qs.as_ptr().add(16)),
-                ld(ab.qs.as_ptr().add(off + 16)),
-            );
+            let acc = idot::<DOT>(z, ld(b.qs.as_ptr()), ld(ab.qs.as_ptr()));
+            let acc = idot::<DOT>(acc, ld(b.qs.as_ptr().add(16)), ld(ab.qs.as_ptr().add(16)));
             vaddvq_s32(acc)
         };
-        sum += f16_le(b.d) * ab.d * isum as f32;
+        sum[k & 1] += f16_le(b.d) * ab.d * isum as f32;
     }
-    sum
+    sum[0] + sum[1]
 }
 
 #[inline(always)]

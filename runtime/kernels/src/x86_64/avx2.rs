@@ -22,6 +22,7 @@ pub static TABLE: KernelTable = KernelTable {
     row_q2k,
     row_iq2,
     quantize_q8k,
+    quantize_q8a32,
 };
 
 #[inline]
@@ -31,15 +32,6 @@ fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-    _mm_cvtsi128_si32(s)
 }
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -217,7 +209,19 @@ macro_rules! row_q8 {
     };
 }
 
-row_q8!(row_q8_0, q8_0_impl);
+pub fn row_q8_0(row: &[u8], a: &[&[BlockQ8A32]], out: &mut [f32]) {
+    for (ac, oc) in a.chunks(4).zip(out.chunks_mut(4)) {
+        // SAFETY: this table is installed only when avx2, fma and f16c were detected.
+        unsafe {
+            match ac.len() {
+                1 => q8_0_impl::<1>(row, ac, oc),
+                2 => q8_0_impl::<2>(row, ac, oc),
+                3 => q8_0_impl::<3>(row, ac, oc),
+                _ => q8_0_impl::<4>(row, ac, oc),
+            }
+        }
+    }
+}
 row_q8!(row_q4k, q4k_impl);
 row_q8!(row_q3k, q3k_impl);
 row_q8!(row_q2k, q2k_impl);
@@ -242,31 +246,42 @@ unsafe fn loadu(p: *const i8) -> __m256i {
     unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
 
+/// Q8_0 x Q8A32: per 32-weight block `psignb` + `maddubs` + `madd` to i32,
+/// one FMA with `d_w * d_x`; two accumulators per row (FMA latency).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
+unsafe fn q8_0_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8A32]], out: &mut [f32]) {
     let blocks: &[BlockQ8_0] = cast_slice(row);
-    check_acts(a, blocks.len().div_ceil(8), NR, out);
-    let mut acc = [_mm256_setzero_ps(); NR];
+    assert!(a.len() == NR && out.len() == NR);
+    for ar in a {
+        assert!(
+            ar.len() >= blocks.len(),
+            "activation row has {} blocks, need {}",
+            ar.len(),
+            blocks.len()
+        );
+    }
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); 2]; NR];
     for (k, b) in blocks.iter().enumerate() {
-        let (ab, off) = (k / 8, 32 * (k % 8));
-        // SAFETY: b.qs has 32 bytes; activation block ab exists (checked) and off+32 <= 256.
+        // SAFETY: b.qs has 32 bytes; activation block k exists in every row (checked).
         unsafe {
             let w = loadu(b.qs.as_ptr());
             let aw = _mm256_sign_epi8(w, w);
-            let d = f16_le(b.d);
+            let d = f16x1(b.d);
             for r in 0..NR {
-                let blk = a[r].get_unchecked(ab);
-                let x = loadu(blk.qs.as_ptr().add(off));
-                let p = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)),
-                    _mm256_set1_epi16(1),
+                let blk = a[r].get_unchecked(k);
+                let x = loadu(blk.qs.as_ptr());
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w)), ones);
+                acc[r][k & 1] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(d * blk.d),
+                    _mm256_cvtepi32_ps(p),
+                    acc[r][k & 1],
                 );
-                acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * blk.d), _mm256_cvtepi32_ps(p), acc[r]);
             }
         }
     }
     for r in 0..NR {
-        out[r] = hsum(acc[r]);
+        out[r] = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
     }
 }
 
@@ -300,7 +315,7 @@ unsafe fn q4k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
             _mm_cvtsi64_si128(mn as i64),
             _mm_cvtsi64_si128(mn as i64),
         ));
-        let (d, dmin) = (f16_le(b.d), f16_le(b.dmin));
+        let (d, dmin) = f16x2(&[b.d[0], b.d[1], b.dmin[0], b.dmin[1]]);
         let mut acci = [_mm256_setzero_si256(); NR];
         for g in 0..4 {
             // SAFETY: qs has 128 bytes, 32*g+32 <= 128.
@@ -342,30 +357,99 @@ unsafe fn q4k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
     }
 }
 
-/// `[s[2p] x8 | s[2p+1] x8]` as i16 for the 4 pairs of 16-weight sub-blocks
-/// in one 128-weight group `g`: index `4g + k` covers sub-blocks `8g+2k`, `8g+2k+1`.
+/// `d` and `dmin`, two adjacent little-endian f16, converted with F16C.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn pair_scales(s: &[i16; 16]) -> [__m256i; 8] {
-    core::array::from_fn(|p| {
-        _mm256_set_m128i(_mm_set1_epi16(s[2 * p + 1]), _mm_set1_epi16(s[2 * p]))
+fn f16x2(p: &[u8; 4]) -> (f32, f32) {
+    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(i32::from_le_bytes(*p)));
+    (_mm_cvtss_f32(v), _mm_cvtss_f32(_mm_movehdup_ps(v)))
+}
+
+/// One little-endian f16 converted with F16C.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16x1(p: [u8; 2]) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(
+        _mm_cvtsi32_si128(u16::from_le_bytes(p) as i32),
+    ))
+}
+
+/// 16 i16 sub-scales `s[0..16]` (one 256-bit vector) to the two vectors
+/// `[s[8g..8g+8] | s[8g..8g+8]]` (g = 0, 1: one per 128-weight half).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn halves(s: __m256i) -> [__m256i; 2] {
+    [
+        _mm256_permute2x128_si256(s, s, 0x00),
+        _mm256_permute2x128_si256(s, s, 0x11),
+    ]
+}
+
+/// `pshufb` controls over a [`halves`] vector for 32-weight chunk `k` of a
+/// 128-weight half: low 128-bit lane = i16 scale `2k` (its first 16
+/// weights), high lane = i16 scale `2k + 1`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn chunk_scale_shuffles() -> [__m256i; 4] {
+    core::array::from_fn(|k| {
+        let (a, b) = (4 * k as i8, 4 * k as i8 + 2);
+        _mm256_setr_epi8(
+            a,
+            a + 1,
+            a,
+            a + 1,
+            a,
+            a + 1,
+            a,
+            a + 1,
+            a,
+            a + 1,
+            a,
+            a + 1,
+            a,
+            a + 1,
+            a,
+            a + 1,
+            b,
+            b + 1,
+            b,
+            b + 1,
+            b,
+            b + 1,
+            b,
+            b + 1,
+            b,
+            b + 1,
+            b,
+            b + 1,
+            b,
+            b + 1,
+            b,
+            b + 1,
+        )
     })
 }
 
+/// Q3K: the 16 signed sub-scales are unpacked to i16 with vector ops; per
+/// 32-weight chunk the 3-bit `q` is `(ql >> 2k) & 3 | bit (4g+k) of qh << 2`
+/// (5 ops), one `maddubs` with the unsigned `q`, one `madd` with the
+/// sub-scales; the `-4` offset is one `madd` of the block's `bsums` with the
+/// scales. Integer sums stay in i32 over the whole block, one FMA per block.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q3k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
     let blocks: &[BlockQ3K] = cast_slice(row);
     check_acts(a, blocks.len(), NR, out);
     let m3 = _mm256_set1_epi8(3);
-    let one = _mm256_set1_epi8(1);
+    let m4 = _mm256_set1_epi8(4);
+    let b32 = _mm_set1_epi8(32);
+    let cs = chunk_scale_shuffles();
     let mut acc = [_mm256_setzero_ps(); NR];
     for (bi, b) in blocks.iter().enumerate() {
-        let sc = scalar::q3k_scales(b);
-        let sc16: [i16; 16] = core::array::from_fn(|j| sc[j] as i16);
-        let scv = pair_scales(&sc16);
-        // SAFETY: sc16 is 32 bytes.
-        let scall = unsafe { _mm256_loadu_si256(sc16.as_ptr() as *const __m256i) };
-        let d = f16_le(b.d);
+        let (lo, hi) = unpack_6bit16(&b.scales);
+        let sc8 = _mm_sub_epi8(_mm_set_epi64x(hi as i64, lo as i64), b32);
+        let scall = _mm256_cvtepi8_epi16(sc8);
+        let sch = halves(scall);
+        let d = f16x1(b.d);
         // SAFETY: qh is 32 bytes.
         let qh = unsafe { _mm256_loadu_si256(b.qh.as_ptr() as *const __m256i) };
         let mut acci = [_mm256_setzero_si256(); NR];
@@ -373,19 +457,32 @@ unsafe fn q3k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
             // SAFETY: ql has 64 bytes, 32g+32 <= 64.
             let ql = unsafe { _mm256_loadu_si256(b.ql.as_ptr().add(32 * g) as *const __m256i) };
             for k in 0..4 {
-                let lo =
-                    _mm256_and_si256(_mm256_srlv_epi64(ql, _mm256_set1_epi64x(2 * k as i64)), m3);
-                let hb = _mm256_and_si256(
-                    _mm256_srlv_epi64(qh, _mm256_set1_epi64x((4 * g + k) as i64)),
-                    one,
-                );
-                let q = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 2));
+                // Bit (4g+k) of each qh byte moved to bit 2 (16-bit shifts
+                // move no bit across a byte that the mask keeps).
+                let hb = match 4 * g + k {
+                    0 => _mm256_slli_epi16(qh, 2),
+                    1 => _mm256_slli_epi16(qh, 1),
+                    2 => qh,
+                    3 => _mm256_srli_epi16(qh, 1),
+                    4 => _mm256_srli_epi16(qh, 2),
+                    5 => _mm256_srli_epi16(qh, 3),
+                    6 => _mm256_srli_epi16(qh, 4),
+                    _ => _mm256_srli_epi16(qh, 5),
+                };
+                let l = match k {
+                    0 => ql,
+                    1 => _mm256_srli_epi16(ql, 2),
+                    2 => _mm256_srli_epi16(ql, 4),
+                    _ => _mm256_srli_epi16(ql, 6),
+                };
+                let q = _mm256_or_si256(_mm256_and_si256(l, m3), _mm256_and_si256(hb, m4));
+                let s = _mm256_shuffle_epi8(sch[g], cs[k]);
                 for r in 0..NR {
                     // SAFETY: block bi exists (checked); 128g+32k+32 <= 256.
                     unsafe {
                         let blk = a[r].get_unchecked(bi);
                         let x = loadu(blk.qs.as_ptr().add(128 * g + 32 * k));
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv[4 * g + k]);
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), s);
                         acci[r] = _mm256_add_epi32(acci[r], p);
                     }
                 }
@@ -405,33 +502,45 @@ unsafe fn q3k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
     }
 }
 
+/// Q2K: scales and mins by vector ops from the 16 packed bytes; per
+/// 32-weight chunk `and`/shift, `maddubs`, `madd` with the sub-scales; the
+/// min term is one `madd` of the mins with `bsums`, accumulated in f32
+/// lanes (no horizontal sum per block).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q2k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
     let blocks: &[BlockQ2K] = cast_slice(row);
     check_acts(a, blocks.len(), NR, out);
     let m3 = _mm256_set1_epi8(3);
+    let m15 = _mm_set1_epi8(15);
+    let cs = chunk_scale_shuffles();
     let mut acc = [_mm256_setzero_ps(); NR];
-    let mut accm = [0f32; NR];
+    let mut accm = [_mm256_setzero_ps(); NR];
     for (bi, b) in blocks.iter().enumerate() {
-        let sc16: [i16; 16] = core::array::from_fn(|j| (b.scales[j] & 15) as i16);
-        let mn16: [i16; 16] = core::array::from_fn(|j| (b.scales[j] >> 4) as i16);
-        let scv = pair_scales(&sc16);
-        // SAFETY: mn16 is 32 bytes.
-        let mnv = unsafe { _mm256_loadu_si256(mn16.as_ptr() as *const __m256i) };
-        let (d, dmin) = (f16_le(b.d), f16_le(b.dmin));
+        // SAFETY: scales is 16 bytes.
+        let ms = unsafe { _mm_loadu_si128(b.scales.as_ptr() as *const __m128i) };
+        let sc = _mm256_cvtepu8_epi16(_mm_and_si128(ms, m15));
+        let mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(ms, 4), m15));
+        let sch = halves(sc);
+        let (d, dmin) = f16x2(&[b.d[0], b.d[1], b.dmin[0], b.dmin[1]]);
         let mut acci = [_mm256_setzero_si256(); NR];
         for g in 0..2 {
             // SAFETY: qs has 64 bytes, 32g+32 <= 64.
             let qv = unsafe { _mm256_loadu_si256(b.qs.as_ptr().add(32 * g) as *const __m256i) };
             for k in 0..4 {
-                let q =
-                    _mm256_and_si256(_mm256_srlv_epi64(qv, _mm256_set1_epi64x(2 * k as i64)), m3);
+                let l = match k {
+                    0 => qv,
+                    1 => _mm256_srli_epi16(qv, 2),
+                    2 => _mm256_srli_epi16(qv, 4),
+                    _ => _mm256_srli_epi16(qv, 6),
+                };
+                let q = _mm256_and_si256(l, m3);
+                let s = _mm256_shuffle_epi8(sch[g], cs[k]);
                 for r in 0..NR {
                     // SAFETY: block bi exists (checked); 128g+32k+32 <= 256.
                     unsafe {
                         let blk = a[r].get_unchecked(bi);
                         let x = loadu(blk.qs.as_ptr().add(128 * g + 32 * k));
-                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), scv[4 * g + k]);
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), s);
                         acci[r] = _mm256_add_epi32(acci[r], p);
                     }
                 }
@@ -441,17 +550,17 @@ unsafe fn q2k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
             // SAFETY: block bi exists (checked); bsums is 32 bytes.
             let blk = unsafe { a[r].get_unchecked(bi) };
             let bs = unsafe { _mm256_loadu_si256(blk.bsums.as_ptr() as *const __m256i) };
-            let msum = hsum_i32(_mm256_madd_epi16(bs, mnv));
+            let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mn));
             acc[r] = _mm256_fmadd_ps(
                 _mm256_set1_ps(d * blk.d),
                 _mm256_cvtepi32_ps(acci[r]),
                 acc[r],
             );
-            accm[r] += dmin * blk.d * msum as f32;
+            accm[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * blk.d), m, accm[r]);
         }
     }
     for r in 0..NR {
-        out[r] = hsum(acc[r]) - accm[r];
+        out[r] = hsum(_mm256_sub_ps(acc[r], accm[r]));
     }
 }
 
@@ -486,7 +595,7 @@ unsafe fn iq2_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
     let sshuf = lane16_shuffles();
     let mut acc = [_mm256_setzero_ps(); NR];
     for (bi, b) in blocks.iter().enumerate() {
-        let d = f16_le(b.d) * (1.0 / 16.0);
+        let d = f16x1(b.d) * (1.0 / 16.0);
         // SAFETY: qs is 64 bytes; scales 4 bytes.
         let (codes, sc) = unsafe {
             (
@@ -597,6 +706,50 @@ unsafe fn quantize_q8k_impl(x: &[f32], out: &mut [BlockQ8K]) {
         }
         for j in 0..16 {
             b.bsums[j] = b.qs[16 * j..16 * (j + 1)].iter().map(|&q| q as i16).sum();
+        }
+    }
+}
+
+pub fn quantize_q8a32(x: &[f32], out: &mut [BlockQ8A32]) {
+    // SAFETY: this table is installed only when avx2, fma and f16c were detected.
+    unsafe { quantize_q8a32_impl(x, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8a32_impl(x: &[f32], out: &mut [BlockQ8A32]) {
+    let full = x.len() / QK8_0;
+    let absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF));
+    let perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (bi, b) in out.iter_mut().enumerate() {
+        if bi >= full {
+            scalar::quantize_q8a32(&x[(bi * QK8_0).min(x.len())..], core::slice::from_mut(b));
+            continue;
+        }
+        let p = x[bi * QK8_0..].as_ptr();
+        // SAFETY: block bi is full: 32 floats readable at p; the store writes b.qs (32 bytes).
+        unsafe {
+            let v: [__m256; 4] = core::array::from_fn(|k| _mm256_loadu_ps(p.add(8 * k)));
+            let mx = _mm256_max_ps(
+                _mm256_max_ps(_mm256_and_ps(v[0], absmask), _mm256_and_ps(v[1], absmask)),
+                _mm256_max_ps(_mm256_and_ps(v[2], absmask), _mm256_and_ps(v[3], absmask)),
+            );
+            let amax = hsum_max(mx);
+            if amax == 0.0 {
+                *b = BlockQ8A32::zeroed();
+                continue;
+            }
+            b.d = amax / 127.0;
+            let id = _mm256_set1_ps(127.0 / amax);
+            let q: [__m256i; 4] = core::array::from_fn(|k| {
+                _mm256_cvtps_epi32(_mm256_round_ps(
+                    _mm256_mul_ps(v[k], id),
+                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+                ))
+            });
+            let i0 = _mm256_packs_epi32(q[0], q[1]);
+            let i2 = _mm256_packs_epi32(q[2], q[3]);
+            let i0 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i0, i2), perm);
+            _mm256_storeu_si256(b.qs.as_mut_ptr() as *mut __m256i, i0);
         }
     }
 }
