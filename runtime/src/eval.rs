@@ -283,6 +283,29 @@ impl TextStats {
         Ok(())
     }
 
+    /// [`TextStats::add_window`] for a candidate that is not a kompakt model
+    /// (e.g. another engine's logits): `cand_logits` is `[ids.len()][rows]`
+    /// in the reference's vocabulary rows, compared with the same code.
+    pub fn add_window_rows(
+        &mut self,
+        reference: &Model,
+        ids: &[u32],
+        ref_logits: &[f32],
+        cand_logits: &[f32],
+    ) -> Result<()> {
+        if reference.config().kept_ids.is_some() {
+            return Err(RuntimeError::InvalidArgument(
+                "the reference's vocabulary is trimmed: its rows are not token ids".into(),
+            ));
+        }
+        let map = VocabMap {
+            identity: true,
+            pairs: Vec::new(),
+            ref_only: 0,
+        };
+        self.add_window(&map, reference, reference, ids, ref_logits, cand_logits)
+    }
+
     /// Merges another file's statistics.
     pub fn merge(&mut self, other: &TextStats) {
         self.kl.extend_from_slice(&other.kl);
