@@ -93,8 +93,20 @@ fn main() {
             ggml_q("iq2_xs", sys::GGML_TYPE_IQ2_XS),
         ],
     ];
-    // `QQ_ONLY=q4_k,q2_k` keeps the groups of those kompakt types.
+    // `QQ_ONLY=q4_k,q2_k` keeps the groups of those kompakt types;
+    // `QQ_NO_GGML=1` keeps only kompakt's quantizers (quick iterations).
     let only = std::env::var("QQ_ONLY").ok();
+    let no_ggml = std::env::var("QQ_NO_GGML").is_ok_and(|v| v == "1");
+    let groups: Vec<Vec<Quantizer>> = groups
+        .into_iter()
+        .map(|g| {
+            if no_ggml {
+                g.into_iter().take(1).collect()
+            } else {
+                g
+            }
+        })
+        .collect();
     let groups: Vec<Vec<Quantizer>> = groups
         .into_iter()
         .filter(|g| {

@@ -426,17 +426,27 @@ fn iq2_group(x: &[f32], w: &[f32], s: f32) -> (u16, u16, f32) {
             neg |= 1 << k;
         }
     }
-    // Odd parity: the element with the smallest weighted magnitude gets the
-    // wrong sign; it is then best coded with magnitude 1.
-    let odd = neg.count_ones() % 2 == 1;
-    let flip = if odd {
-        (0..8)
-            .min_by(|&a, &b| (w[a] * t[a]).total_cmp(&(w[b] * t[b])))
-            .unwrap_or(0)
-    } else {
-        8
-    };
-    let signs = if odd { neg ^ (1 << flip) } else { neg };
+    if neg.count_ones() & 1 == 0 {
+        let (g, e) = iq2_magnitudes(&t, w, 8);
+        return (g, (neg & 0x7F) as u16, e * s * s);
+    }
+    // Odd parity: one element gets the wrong sign (it is then best coded
+    // with magnitude 1). Candidates: the two smallest weighted magnitudes.
+    let mut order: [usize; 8] = core::array::from_fn(|k| k);
+    order.sort_unstable_by(|&a, &b| (w[a] * t[a]).total_cmp(&(w[b] * t[b])));
+    let mut best = (f32::INFINITY, 0u16, 0u8);
+    for &flip in &order[..2] {
+        let (g, e) = iq2_magnitudes(&t, w, flip);
+        if e < best.0 {
+            best = (e, g, neg ^ (1 << flip));
+        }
+    }
+    (best.1, (best.2 & 0x7F) as u16, best.0 * s * s)
+}
+
+/// Best grid entry for the magnitudes `t` (in units of the scale), the
+/// element `flip` (8 = none) having the wrong sign: (index, weighted error).
+fn iq2_magnitudes(t: &[f32; 8], w: &[f32], flip: usize) -> (u16, f32) {
     let err_of = |gi: usize| -> f32 {
         let mut e = 0f32;
         for k in 0..8 {
@@ -456,19 +466,17 @@ fn iq2_group(x: &[f32], w: &[f32], s: f32) -> (u16, u16, f32) {
         v = v * 3 + lvl;
     }
     let gi = iq2_reverse()[v];
-    let best = if gi >= 0 {
-        gi as usize
-    } else {
-        let mut best = (f32::INFINITY, 0usize);
-        for &g in &iq2_neighbors()[v] {
-            let e = err_of(g as usize);
-            if e < best.0 {
-                best = (e, g as usize);
-            }
+    if gi >= 0 {
+        return (gi as u16, err_of(gi as usize));
+    }
+    let mut best = (f32::INFINITY, 0usize);
+    for &g in &iq2_neighbors()[v] {
+        let e = err_of(g as usize);
+        if e < best.0 {
+            best = (e, g as usize);
         }
-        best.1
-    };
-    (best as u16, (signs & 0x7F) as u16, err_of(best) * s * s)
+    }
+    (best.1 as u16, best.0)
 }
 
 /// Codes a sub-block of 32 at scale `s`; returns the weighted error.
@@ -486,24 +494,30 @@ fn iq2_sub(x: &[f32], w: &[f32], s: f32, codes: &mut [u16; 4]) -> f32 {
     e
 }
 
-/// Least-squares scale for fixed codes.
-fn iq2_refit(x: &[f32], w: &[f32], codes: &[u16; 4]) -> f32 {
-    let (mut num, mut den) = (0f32, 0f32);
+/// Least-squares scale for fixed codes and the weighted error at that
+/// scale: (scale, error).
+fn iq2_refit(x: &[f32], w: &[f32], codes: &[u16; 4]) -> (f32, f32) {
+    let (mut num, mut den, mut xx) = (0f32, 0f32, 0f32);
     for g in 0..4 {
         let sg = crate::iq2_grid::sign_bits8(codes[g] >> 9);
         for k in 0..8 {
             let c = crate::iq2_grid::grid_value((codes[g] & 511) as usize, k) as f32;
             let c = if (sg >> k) & 1 == 1 { -c } else { c };
-            num += w[8 * g + k] * x[8 * g + k] * c;
-            den += w[8 * g + k] * c * c;
+            let (xv, wv) = (x[8 * g + k], w[8 * g + k]);
+            num += wv * xv * c;
+            den += wv * c * c;
+            xx += wv * xv * xv;
         }
     }
-    if den > 0.0 {
-        num / den
+    if den > 0.0 && num > 0.0 {
+        (num / den, (xx - num * num / den).max(0.0))
     } else {
-        0.0
+        (0.0, xx)
     }
 }
+
+/// Trial scales per IQ2 sub-block.
+const IQ2_TRIALS: usize = 4;
 
 fn quantize_iq2(x: &[f32], w: &[f32], b: &mut BlockIQ2) {
     let mut sub_s = [0f32; 8];
@@ -517,15 +531,21 @@ fn quantize_iq2(x: &[f32], w: &[f32], b: &mut BlockIQ2) {
         }
         let mut codes = [0u16; 4];
         let mut best = (f32::INFINITY, 0f32);
-        for k in 0..8 {
-            let s = rms * (0.30 + 0.05 * k as f32);
+        // Trial scales relative to the weighted RMS, and relative to the
+        // largest magnitude (the largest value on level 4..6: ggml's iq2
+        // trials), which suits sub-blocks dominated by a few important weights.
+        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let trials = (0..IQ2_TRIALS)
+            .map(|k| rms * (0.30 + 0.10 * k as f32))
+            .chain((0..5).map(|k| amax / (4.1 + 0.4 * k as f32)));
+        for s in trials {
             let e = iq2_sub(xs, ws, s, &mut codes);
             if e < best.0 {
                 best = (e, s);
             }
         }
         iq2_sub(xs, ws, best.1, &mut codes);
-        let s2 = iq2_refit(xs, ws, &codes);
+        let (s2, _) = iq2_refit(xs, ws, &codes);
         if s2 > 0.0 && iq2_sub(xs, ws, s2, &mut codes) < best.0 {
             best.1 = s2;
         }
@@ -536,25 +556,44 @@ fn quantize_iq2(x: &[f32], w: &[f32], b: &mut BlockIQ2) {
     if max == 0.0 {
         return;
     }
-    let d = f16_le(to_f16_le(max));
+    // Super-scale candidates at and somewhat below the largest sub-scale
+    // (that one then rounds to code 15 and the others' 4-bit steps move):
+    // the one with the smallest block error wins.
+    let mut best_blk = (f32::INFINITY, 0f32, [0u8; 8], [[0u16; 4]; 8]);
+    for f in [1.0f32, 0.96, 0.92] {
+        let d = f16_le(to_f16_le(max * f));
+        if d <= 0.0 {
+            continue;
+        }
+        let (mut tot, mut qs, mut cs) = (0f32, [0u8; 8], [[0u16; 4]; 8]);
+        for j in 0..8 {
+            let r = 32 * j..32 * j + 32;
+            let (xs, ws) = (&x[r.clone()], weights_or_ones(&w[r], &ONES));
+            // Pick the 4-bit code with the smallest error among the two nearest.
+            let t = sub_s[j] * 16.0 / d - 1.0;
+            let mut best = (f32::INFINITY, 0u8, [0u16; 4]);
+            for q in [t.floor(), t.ceil()] {
+                let q = q.clamp(0.0, 15.0) as u8;
+                let mut codes = [0u16; 4];
+                let e = iq2_sub(xs, ws, d * (q as f32 + 1.0) / 16.0, &mut codes);
+                if e < best.0 {
+                    best = (e, q, codes);
+                }
+            }
+            tot += best.0;
+            qs[j] = best.1;
+            cs[j] = best.2;
+        }
+        if tot < best_blk.0 {
+            best_blk = (tot, d, qs, cs);
+        }
+    }
+    let (_, d, qs, cs) = best_blk;
     b.d = to_f16_le(d);
     for j in 0..8 {
-        let r = 32 * j..32 * j + 32;
-        let (xs, ws) = (&x[r.clone()], weights_or_ones(&w[r], &ONES));
-        // Pick the 4-bit code with the smallest error among the two nearest.
-        let t = sub_s[j] * 16.0 / d - 1.0;
-        let mut best = (f32::INFINITY, 0u8, [0u16; 4]);
-        for q in [t.floor(), t.ceil()] {
-            let q = q.clamp(0.0, 15.0) as u8;
-            let mut codes = [0u16; 4];
-            let e = iq2_sub(xs, ws, d * (q as f32 + 1.0) / 16.0, &mut codes);
-            if e < best.0 {
-                best = (e, q, codes);
-            }
-        }
-        b.scales[j / 2] |= best.1 << (4 * (j % 2));
+        b.scales[j / 2] |= qs[j] << (4 * (j % 2));
         for g in 0..4 {
-            b.qs[8 * j + 2 * g..8 * j + 2 * g + 2].copy_from_slice(&best.2[g].to_le_bytes());
+            b.qs[8 * j + 2 * g..8 * j + 2 * g + 2].copy_from_slice(&cs[j][g].to_le_bytes());
         }
     }
 }
