@@ -17,7 +17,8 @@
 //!   per 256 values (one scale per [`BlockQ8K`]-sized block, as the Q8_0
 //!   kernel did before it took per-32 activations), computed in f64;
 //! - ggml `total` / `act`: ggml's quantizer and `vec_dot` with its
-//!   `vec_dot_type` (only for tensors whose width suits the ggml type).
+//!   `vec_dot_type` (only for tensors whose width suits the ggml type;
+//!   kompakt's `total` over the same tensors in parentheses).
 //!
 //! Usage: `matvec-error [DIR]`; `QQ_ONLY=q8_0` keeps some types.
 use kompakt_benches::{ggml, read_npy};
@@ -106,11 +107,11 @@ fn main() {
         "{} tensors from {dir}; {samples} activation rows per tensor, Gaussian x sqrt(importance) per channel\n",
         files.len()
     );
-    println!("| type | kompakt total | kompakt act | total, act per 256 (old q8_0) | act, per 256 (old q8_0) | ggml type | ggml total | ggml act | tensors for ggml |");
+    println!("| type | kompakt total | kompakt act | total, act per 256 (old q8_0) | act, per 256 (old q8_0) | ggml type | ggml total (kompakt total on the same tensors) | ggml act | tensors for ggml |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut detail = Vec::new();
     for &dt in &types {
-        let mut sums = [0f64; 6];
+        let mut sums = [0f64; 7];
         let (mut nk, mut ng) = (0usize, 0usize);
         for p in &files {
             let name = p
@@ -164,6 +165,7 @@ fn main() {
             if gq.is_some() {
                 sums[3] += e[3];
                 sums[4] += e[4];
+                sums[6] += e[0];
                 ng += 1;
             }
             let line = format!(
@@ -190,7 +192,11 @@ fn main() {
         let (gname, gt, ga) = match ggml_peer(dt) {
             Some((n, _)) if ng > 0 => (
                 n,
-                format!("{:.5}", sums[3] / ng as f64),
+                format!(
+                    "{:.5} (kompakt {:.5})",
+                    sums[3] / ng as f64,
+                    sums[6] / ng as f64
+                ),
                 format!("{:.5}", sums[4] / ng as f64),
             ),
             _ => ("-", "-".into(), "-".into()),
