@@ -149,7 +149,7 @@ unsafe fn sum_u64_avx2(c: &[u64]) -> u64 {
 }
 
 /// Seconds per `matmul` of `w` with `n` activation rows on `threads`
-/// (includes the quantization of the activations to Q8K, as `matmul` does).
+/// (includes the quantization of the activations to Q8K / Q8A32, as `matmul` does).
 pub fn kompakt_matmul_secs(w: &WeightRef, n: usize, threads: usize, reps: usize) -> f64 {
     let x = gaussian(2, n * w.cols);
     let mut y = vec![0f32; n * w.rows];

@@ -10,7 +10,8 @@
 //! the mat-mat table; `KT_NO_BW=1` skips the bandwidth probe.
 //!
 //! Both libraries' timings include quantizing the activation row (kompakt to
-//! Q8K inside `matmul`; ggml to its `vec_dot_type` with `from_float`).
+//! Q8K, or Q8A32 for Q8_0, inside `matmul`; ggml to its `vec_dot_type` with
+//! `from_float`).
 use kompakt_benches::*;
 use kompakt_kernels::{kernels, DType, WeightRef};
 
