@@ -59,6 +59,10 @@ pub struct ConvertArgs {
     /// quantization and allocation, and block influences for `auto:N` pruning
     #[arg(long)]
     pub calibration: Option<PathBuf>,
+    /// With --calibration and a budget, do not weigh tensor losses by their
+    /// layer's block influence (importance weighting only; an ablation)
+    #[arg(long)]
+    pub no_layer_sensitivity: bool,
 }
 
 /// `--drop-*-layers`: explicit source indices and an optional `auto:N`.
@@ -119,6 +123,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     (opts.drop_audio_layers, opts.drop_audio_auto) =
         layer_drops(&args.drop_audio_layers, "--drop-audio-layers")?;
     opts.calibration = args.calibration;
+    opts.layer_sensitivity = !args.no_layer_sensitivity;
     if let Some(name) = &args.recipe {
         let r = Recipe::load(name).with_context(|| format!("--recipe {name}"))?;
         if args.bin.is_none() && args.max_size.is_none() {

@@ -55,6 +55,10 @@ pub struct ConvertOptions {
     /// quantization, importance- and sensitivity-weighted allocation, and the
     /// block influences for automatic depth pruning.
     pub calibration: Option<PathBuf>,
+    /// With a calibration and a budget: weigh each tensor's loss by its
+    /// layer's block-influence sensitivity (`plan::sensitivity`); off, only
+    /// the importance weighting of the errors is used (an ablation).
+    pub layer_sensitivity: bool,
 }
 
 impl ConvertOptions {
@@ -79,6 +83,7 @@ impl ConvertOptions {
             drop_audio_auto: None,
             recipe: None,
             calibration: None,
+            layer_sensitivity: true,
         }
     }
 }
@@ -486,6 +491,7 @@ pub fn convert(
             Some(crate::plan::allocate(
                 &ckpt,
                 calib.as_ref(),
+                opts.layer_sensitivity,
                 &specs,
                 &stored_shape,
                 &rows_of,
@@ -813,7 +819,10 @@ fn write_metadata(
                     .unwrap_or_default()
             ));
             serde_json::json!({ "bin": opts.bin, "plan": plan.to_json(), "vectors": "f32", "conv_and_positions": "f16",
-                                "loss": if layout.calib.is_some() { "importance-weighted relative error x layer sensitivity (block influence / stack mean, clamped to [0.25, 4])" } else { "relative error" } })
+                                "loss": match (layout.calib.is_some(), opts.layer_sensitivity) {
+                                    (true, true) => "importance-weighted relative error x layer sensitivity (block influence / stack mean, clamped to [0.25, 4])",
+                                    (true, false) => "importance-weighted relative error",
+                                    _ => "relative error" } })
         }
         None => {
             if opts.dtype.is_quantized() {

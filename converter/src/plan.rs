@@ -176,12 +176,13 @@ type Estimate = (Vec<f64>, Vec<u64>, Vec<DType>);
 /// Chooses dtypes for the allocatable tensors of `specs` so that
 /// `fixed_bytes` plus their storage stays within `budget`.
 /// `rows` gives the number of stored rows of each spec (after trimming).
-/// With `calib`, errors are importance-weighted and losses scaled by
-/// [`sensitivity`].
+/// With `calib`, errors are importance-weighted and, when
+/// `layer_sensitivity`, losses scaled by [`sensitivity`].
 #[allow(clippy::too_many_arguments)]
 pub fn allocate(
     ckpt: &Checkpoint,
     calib: Option<&Calibration>,
+    layer_sensitivity: bool,
     specs: &[TensorSpec],
     stored_shape: &(dyn Fn(&TensorSpec) -> Vec<usize> + Sync),
     rows_of: &(dyn Fn(&TensorSpec) -> Option<Vec<usize>> + Sync),
@@ -207,7 +208,11 @@ pub fn allocate(
             Some(c) => c.importance(s)?,
             None => None,
         };
-        let sens = sensitivity(calib, s);
+        let sens = if layer_sensitivity {
+            sensitivity(calib, s)
+        } else {
+            1.0
+        };
         let mut errs = Vec::new();
         let mut sizes = Vec::new();
         for &d in &cands {
@@ -286,7 +291,11 @@ pub fn allocate(
         .map(|((s, &c), opts)| {
             let numel: f64 = stored_shape(s).iter().product::<usize>() as f64;
             let (bytes, err, dtype) = opts[c];
-            let sens = sensitivity(calib, s);
+            let sens = if layer_sensitivity {
+                sensitivity(calib, s)
+            } else {
+                1.0
+            };
             Choice {
                 kpk: s.kpk.clone(),
                 dtype,
