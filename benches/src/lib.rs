@@ -81,71 +81,11 @@ pub fn time_best(mut f: impl FnMut(), reps: usize, min_s: f64) -> f64 {
     best
 }
 
-/// Read bandwidth in GB/s: best of `reps` sums of a `bytes`-long buffer
-/// (>= 1 GiB, far beyond the LLC), split into `threads` equal parts, one per
-/// thread. Uses 256-bit loads when AVX2 is available.
+/// Read bandwidth in GB/s over a `bytes`-long buffer on `threads` threads,
+/// best of at least `reps` passes and 1 s: [`kompakt_kernels::probe`], the
+/// same measurement `kompakt bench` makes.
 pub fn read_bandwidth(bytes: usize, threads: usize, reps: usize) -> f64 {
-    let buf: Vec<u64> = (0..bytes / 8).map(|i| i as u64).collect();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
-    let chunk = buf.len().div_ceil(threads);
-    let t = pool.install(|| {
-        time_best(
-            || {
-                use rayon::prelude::*;
-                let s: u64 = buf
-                    .par_chunks(chunk)
-                    .map(sum_u64)
-                    .reduce(|| 0, |a, b| a.wrapping_add(b));
-                std::hint::black_box(s);
-            },
-            reps,
-            1.0,
-        )
-    });
-    bytes as f64 / t / 1e9
-}
-
-fn sum_u64(c: &[u64]) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 was detected.
-        return unsafe { sum_u64_avx2(c) };
-    }
-    let mut acc = [0u64; 8];
-    for v in c.chunks_exact(8) {
-        for k in 0..8 {
-            acc[k] = acc[k].wrapping_add(v[k]);
-        }
-    }
-    acc.iter().fold(0u64, |a, b| a.wrapping_add(*b))
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn sum_u64_avx2(c: &[u64]) -> u64 {
-    use std::arch::x86_64::*;
-    let mut acc = [_mm256_setzero_si256(); 4];
-    let mut i = 0;
-    // SAFETY: each load reads 4 u64 below c.len().
-    unsafe {
-        while i + 16 <= c.len() {
-            for (k, a) in acc.iter_mut().enumerate() {
-                let v = _mm256_loadu_si256(c.as_ptr().add(i + 4 * k) as *const __m256i);
-                *a = _mm256_add_epi64(*a, v);
-            }
-            i += 16;
-        }
-    }
-    let mut lanes = [0u64; 16];
-    for (k, a) in acc.iter().enumerate() {
-        // SAFETY: 4 u64 stored into lanes[4k..4k+4].
-        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().add(4 * k) as *mut __m256i, *a) };
-    }
-    let tail = c[i..].iter().fold(0u64, |a, b| a.wrapping_add(*b));
-    lanes.iter().fold(tail, |a, b| a.wrapping_add(*b))
+    kompakt_kernels::probe::read_bandwidth(bytes, threads, reps, 1.0)
 }
 
 /// Seconds per `matmul` of `w` with `n` activation rows on `threads`
