@@ -228,19 +228,23 @@ impl Session {
         Ok((ids, logits))
     }
 
+    /// Vocabulary rows of text token ids (original id space).
+    fn text_rows(&self, ids: &[u32]) -> Result<Vec<u32>> {
+        ids.iter()
+            .map(|&id| {
+                self.model.row_of(id).ok_or_else(|| {
+                    RuntimeError::InvalidArgument(format!("token {id} is not in the vocabulary"))
+                })
+            })
+            .collect()
+    }
+
     /// Logits of every position of a text-only token sequence (original id
     /// space), run through the decoder in windows of `window` tokens
     /// (chunked prefill); `[len][vocab rows]`. For evaluation.
     pub fn text_logits(&mut self, ids: &[u32], window: usize) -> Result<Vec<f32>> {
         let m = self.model.clone();
-        let rows = ids
-            .iter()
-            .map(|&id| {
-                m.row_of(id).ok_or_else(|| {
-                    RuntimeError::InvalidArgument(format!("token {id} is not in the vocabulary"))
-                })
-            })
-            .collect::<Result<Vec<u32>>>()?;
+        let rows = self.text_rows(ids)?;
         let llm = &m.config.llm;
         let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), rows.len());
         let mut out = Vec::with_capacity(rows.len() * llm.vocab_size);
@@ -279,14 +283,7 @@ impl Session {
                 limit: m.config.llm.max_position_embeddings,
             });
         }
-        let rows = prompt
-            .iter()
-            .map(|&id| {
-                m.row_of(id).ok_or_else(|| {
-                    RuntimeError::InvalidArgument(format!("token {id} is not in the vocabulary"))
-                })
-            })
-            .collect::<Result<Vec<u32>>>()?;
+        let rows = self.text_rows(prompt)?;
         let eos_rows: Vec<u32> = if ignore_eos {
             Vec::new()
         } else {
