@@ -215,11 +215,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     load.warm_s = t.elapsed().as_secs_f64();
     let anon_after_load = statm().map(|m| m.anon).unwrap_or(0);
     let info = model_info(&args.model, model.file())?;
-    if !args.no_cold {
+    // Warm-up translation (also with --no-cold): the measured runs below
+    // must not include page-ins of a file that is not in the page cache.
+    {
         let mut s = Session::new(model.clone(), max_threads)?;
         let pcm = clip(shortest);
         let t = Instant::now();
-        s.translate(&pcm, &opts, &mut Quiet)?;
+        s.translate(&pcm, &opts, &mut Quiet)
+            .context("the warm-up translation")?;
         load.warm_translation_s = Some(t.elapsed().as_secs_f64());
     }
 
@@ -551,6 +554,10 @@ fn print_report(r: &Report, tokens: usize) {
         (Some(c), Some(f), Some(w)) => println!(
             "load: cold {c:.3} s, warm {:.3} s; first translation after a cold load {f:.2} s, \
              warm {w:.2} s",
+            l.warm_s
+        ),
+        (_, _, Some(w)) => println!(
+            "load: warm {:.3} s; first translation after a warm load {w:.2} s",
             l.warm_s
         ),
         _ => println!("load: warm {:.3} s", l.warm_s),

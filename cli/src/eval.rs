@@ -354,7 +354,7 @@ fn dump(args: &EvalArgs) -> Result<()> {
         let name = format!("text_{k}.f32");
         write(&name, &logits)?;
         let greedy = if args.greedy > 0 {
-            eval::greedy_text(&mut s, ids, args.greedy)?
+            s.generate_text(ids, args.greedy, true)?.token_ids
         } else {
             Vec::new()
         };

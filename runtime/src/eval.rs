@@ -487,23 +487,6 @@ pub fn size_report(model: &Model) -> SizeReport {
     }
 }
 
-/// Greedy continuation of a text-only prompt (for parity tests): `n` new
-/// tokens (original ids), recomputing the prefix each step.
-pub fn greedy_text(session: &mut Session, prompt: &[u32], n: usize) -> Result<Vec<u32>> {
-    let m = session.model().clone();
-    let v = m.config().llm.vocab_size;
-    let mut ids = prompt.to_vec();
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let logits = session.text_logits(&ids, ids.len())?;
-        let last = &logits[(ids.len() - 1) * v..ids.len() * v];
-        let id = m.id_of(argmax(last) as u32);
-        out.push(id);
-        ids.push(id);
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -148,8 +148,36 @@ pub struct KvSegment<'a> {
 /// `q` is `[n_q][n_heads * hd]`; the context is the concatenation of
 /// `segments`. Query `i` sees context positions `0..visible(i)`. Grouped KV
 /// heads: query head `h` reads KV head `h / (n_heads / n_kv_heads)`.
+///
+/// Many queries (prefill, the audio encoder) go through
+/// [`attention_transposed`]; a few (decoding) read the token-major context
+/// directly, which needs no copy of it.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
+    q: &[f32],
+    segments: &[KvSegment<'_>],
+    n_heads: usize,
+    n_kv_heads: usize,
+    hd: usize,
+    scale: f32,
+    visible: &(dyn Fn(usize) -> usize + Sync),
+    out: &mut [f32],
+) {
+    let n_q = out.len() / (n_heads * hd).max(1);
+    if n_q >= TRANSPOSED_MIN_QUERIES {
+        attention_transposed(q, segments, n_heads, n_kv_heads, hd, scale, visible, out);
+    } else {
+        attention_rows(q, segments, n_heads, n_kv_heads, hd, scale, visible, out);
+    }
+}
+
+/// Queries from which copying the context into head-major, dimension-major
+/// form pays for itself.
+const TRANSPOSED_MIN_QUERIES: usize = 8;
+
+/// One dot product per (query, head, key) over the token-major context.
+#[allow(clippy::too_many_arguments)]
+fn attention_rows(
     q: &[f32],
     segments: &[KvSegment<'_>],
     n_heads: usize,
@@ -194,6 +222,77 @@ pub fn attention(
     );
 }
 
+/// The context copied once per KV head into dimension-major rows
+/// (`kt[d][token]`, `vt[d][token]`), then per (head, query) `hd` long
+/// `axpy`s build the scores and `hd` long dots the output: vectors as long
+/// as the context instead of `hd`, and a head's keys stay in cache while
+/// all of its queries pass (work is split head-major).
+#[allow(clippy::too_many_arguments)]
+fn attention_transposed(
+    q: &[f32],
+    segments: &[KvSegment<'_>],
+    n_heads: usize,
+    n_kv_heads: usize,
+    hd: usize,
+    scale: f32,
+    visible: &(dyn Fn(usize) -> usize + Sync),
+    out: &mut [f32],
+) {
+    let kv_dim = n_kv_heads * hd;
+    let group = n_heads / n_kv_heads;
+    let q_dim = n_heads * hd;
+    let n_q = out.len() / q_dim;
+    let total: usize = segments.iter().map(|s| s.k.len() / kv_dim).sum();
+    // [kv head][d][token] for keys and values.
+    let mut kt = vec![0.0f32; n_kv_heads * hd * total];
+    let mut vt = vec![0.0f32; n_kv_heads * hd * total];
+    kt.par_chunks_mut(total.max(1))
+        .zip(vt.par_chunks_mut(total.max(1)))
+        .enumerate()
+        .for_each(|(row, (kr, vr))| {
+            let (kvh, d) = (row / hd, row % hd);
+            let col = kvh * hd + d;
+            let mut j0 = 0;
+            for seg in segments {
+                let len = seg.k.len() / kv_dim;
+                for j in 0..len {
+                    kr[j0 + j] = seg.k[j * kv_dim + col];
+                    vr[j0 + j] = seg.v[j * kv_dim + col];
+                }
+                j0 += len;
+            }
+        });
+    // Head-major results, scattered into `out` afterwards.
+    let mut tmp = vec![0.0f32; n_heads * n_q * hd];
+    tmp.par_chunks_mut(hd).enumerate().for_each_init(
+        Vec::new,
+        |scores: &mut Vec<f32>, (idx, o)| {
+            let (h, qi) = (idx / n_q, idx % n_q);
+            let kvh = h / group;
+            let qv = &q[qi * q_dim + h * hd..qi * q_dim + (h + 1) * hd];
+            let n_vis = visible(qi).min(total);
+            let base = kvh * hd * total;
+            scores.clear();
+            scores.resize(n_vis, 0.0);
+            for (d, &qd) in qv.iter().enumerate() {
+                let k = &kt[base + d * total..base + d * total + n_vis];
+                kompakt_kernels::axpy(qd * scale, k, scores);
+            }
+            softmax(scores);
+            for (d, od) in o.iter_mut().enumerate() {
+                let v = &vt[base + d * total..base + d * total + n_vis];
+                *od = kompakt_kernels::dot(scores, v);
+            }
+        },
+    );
+    out.par_chunks_mut(q_dim).enumerate().for_each(|(qi, row)| {
+        for (h, oh) in row.chunks_mut(hd).enumerate() {
+            let src = (h * n_q + qi) * hd;
+            oh.copy_from_slice(&tmp[src..src + hd]);
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,5 +335,36 @@ mod tests {
         let mut x = vec![1.0, 2.0, 3.0, 4.0];
         rope.apply(&mut x, 1, &[0]);
         assert_eq!(x, vec![1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn transposed_attention_matches_row_attention() {
+        // Two segments (prefix + own tokens), grouped heads, causal masks.
+        let (n_heads, n_kv, hd) = (4, 2, 8);
+        let kv_dim = n_kv * hd;
+        let mut seed = 7u32;
+        let mut rnd = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let (len_a, len_b, n_q) = (5, 13, 11);
+        let (ka, va) = (rnd(len_a * kv_dim), rnd(len_a * kv_dim));
+        let (kb, vb) = (rnd(len_b * kv_dim), rnd(len_b * kv_dim));
+        let q = rnd(n_q * n_heads * hd);
+        let segs = [KvSegment { k: &ka, v: &va }, KvSegment { k: &kb, v: &vb }];
+        let visible = |i: usize| len_a + len_b - n_q + i + 1;
+        let mut a = vec![0.0; n_q * n_heads * hd];
+        let mut b = vec![0.0; n_q * n_heads * hd];
+        attention_rows(&q, &segs, n_heads, n_kv, hd, 0.35, &visible, &mut a);
+        attention_transposed(&q, &segs, n_heads, n_kv, hd, 0.35, &visible, &mut b);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+        // The first query sees 8 positions: its output differs from the last's.
+        assert!(a[..hd] != a[(n_q - 1) * n_heads * hd..][..hd]);
     }
 }

@@ -310,13 +310,7 @@ impl Session {
         timings.prefill_s = t0.elapsed().as_secs_f64();
         timings.prefill_tokens = rows.len();
         let t1 = Instant::now();
-        let mut step = |cache: &mut KvCache, row: u32| -> Result<Vec<f32>> {
-            pool.install(|| {
-                let x = m.decoder.embed(file, &[row])?;
-                m.decoder
-                    .forward(file, x, 1, cache, Logits::Last, &mut Taps::default())
-            })
-        };
+        let mut step = |cache: &mut KvCache, row: u32| decode_step(&m, pool, cache, row);
         let out = search::greedy(logits, cache, &params, &mut step, &mut |_| true)?;
         timings.decode_s = t1.elapsed().as_secs_f64();
         timings.decode_tokens = out.len();
@@ -415,13 +409,7 @@ impl Session {
         timings.prefill_s = t2.elapsed().as_secs_f64();
         timings.prefill_tokens = n;
         let t3 = Instant::now();
-        let mut step = |cache: &mut KvCache, row: u32| -> Result<Vec<f32>> {
-            pool.install(|| {
-                let x = m.decoder.embed(file, &[row])?;
-                m.decoder
-                    .forward(file, x, 1, cache, Logits::Last, &mut Taps::default())
-            })
-        };
+        let mut step = |cache: &mut KvCache, row: u32| decode_step(&m, pool, cache, row);
         let max = opts.max_new_tokens as f32;
         let rows = if opts.beams == 1 {
             let mut streamed = String::new();
@@ -458,6 +446,21 @@ impl Session {
             timings,
         })
     }
+}
+
+/// One decoder step: the logits after appending vocabulary row `row` to the
+/// cache (greedy and beam search both drive the model through this).
+fn decode_step(
+    m: &Model,
+    pool: &rayon::ThreadPool,
+    cache: &mut KvCache,
+    row: u32,
+) -> Result<Vec<f32>> {
+    pool.install(|| {
+        let x = m.decoder.embed(&m.file, &[row])?;
+        m.decoder
+            .forward(&m.file, x, 1, cache, Logits::Last, &mut Taps::default())
+    })
 }
 
 /// Sends the text that `ids` add beyond what was already streamed, holding
