@@ -11,6 +11,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use kompakt_format::KpkFile;
 use kompakt_runtime::{Model, Quiet, Session, Timings, TranslateOptions};
+
+use crate::translate::KvCacheArg;
 use serde::Serialize;
 
 #[derive(Args)]
@@ -44,6 +46,9 @@ pub struct BenchArgs {
     /// Skip the cold-start measurement (evicting the file from the page cache)
     #[arg(long)]
     pub no_cold: bool,
+    /// Storage of the KV cache: f16 (half the memory) or f32
+    #[arg(long, value_enum, default_value_t = KvCacheArg::F16)]
+    pub kv_cache: KvCacheArg,
     /// Print one JSON object instead of tables
     #[arg(long)]
     pub json: bool,
@@ -131,8 +136,10 @@ struct Memory {
     peak_anon_bytes: u64,
     /// Anonymous memory after loading, before any translation.
     anon_after_load_bytes: u64,
-    /// KV cache of the longest clip (prompt + decoded tokens, f32).
+    /// KV cache of the longest clip (prompt + decoded tokens).
     kv_cache_bytes: u64,
+    /// Storage of the KV cache values: "f16" or "f32".
+    kv_cache_type: &'static str,
     /// Peak anonymous memory minus what loading left and minus the KV cache:
     /// activations, scratch buffers and allocator slack.
     activations_bytes: u64,
@@ -204,6 +211,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let model = Arc::new(load_model(&args.model)?);
         load.cold_s = Some(t.elapsed().as_secs_f64());
         let mut s = Session::new(model, max_threads)?;
+        s.set_kv_precision(args.kv_cache.into());
         let pcm = clip(shortest);
         let t = Instant::now();
         s.translate(&pcm, &opts, &mut Quiet)
@@ -219,6 +227,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // must not include page-ins of a file that is not in the page cache.
     {
         let mut s = Session::new(model.clone(), max_threads)?;
+        s.set_kv_precision(args.kv_cache.into());
         let pcm = clip(shortest);
         let t = Instant::now();
         s.translate(&pcm, &opts, &mut Quiet)
@@ -231,6 +240,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let total = args.threads.len() * args.audio_seconds.len();
     for (i, &threads) in args.threads.iter().enumerate() {
         let mut session = Session::new(model.clone(), threads)?;
+        session.set_kv_precision(args.kv_cache.into());
         for (j, &secs) in args.audio_seconds.iter().enumerate() {
             if show_progress {
                 eprint!(
@@ -260,11 +270,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let peak = sampler.stop();
     let vm_hwm = vm_hwm();
 
-    // KV cache of the longest clip: every layer's keys and values, f32.
+    // KV cache of the longest clip: every layer's keys and values.
     let llm = &model.config().llm;
     let longest_prompt = runs.iter().map(|r| r.prompt_tokens).max().unwrap_or(0);
+    let value_bytes = kompakt_runtime::KvPrecision::from(args.kv_cache).bytes();
     let kv_cache_bytes =
-        (llm.n_layers * llm.kv_dim() * 2 * 4 * (longest_prompt + args.tokens)) as u64;
+        (llm.n_layers * llm.kv_dim() * 2 * value_bytes * (longest_prompt + args.tokens)) as u64;
     let memory = Memory {
         peak_rss_bytes: peak.rss,
         peak_mapped_bytes: peak.file,
@@ -272,6 +283,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         peak_anon_bytes: peak.anon,
         anon_after_load_bytes: anon_after_load,
         kv_cache_bytes,
+        kv_cache_type: match args.kv_cache {
+            KvCacheArg::F16 => "f16",
+            KvCacheArg::F32 => "f32",
+        },
         activations_bytes: peak
             .anon
             .saturating_sub(anon_after_load)
@@ -596,7 +611,7 @@ fn print_report(r: &Report, tokens: usize) {
     let mm = &r.memory;
     println!(
         "\nmemory: peak resident {:.1} MB = file-backed {:.1} MB (model pages resident: {}) + \
-         anonymous {:.1} MB: {:.1} MB after load, KV cache of the longest clip {:.1} MB, \
+         anonymous {:.1} MB: {:.1} MB after load, KV cache ({}) of the longest clip {:.1} MB, \
          activations and buffers {:.1} MB; VmHWM {}",
         mb(mm.peak_rss_bytes),
         mb(mm.peak_mapped_bytes),
@@ -604,6 +619,7 @@ fn print_report(r: &Report, tokens: usize) {
             .map_or("n/a".into(), |b| format!("{:.1} MB", mb(b))),
         mb(mm.peak_anon_bytes),
         mb(mm.anon_after_load_bytes),
+        mm.kv_cache_type,
         mb(mm.kv_cache_bytes),
         mb(mm.activations_bytes),
         mm.vm_hwm_bytes

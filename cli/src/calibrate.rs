@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kompakt_converter::calib::{self, Calibration};
-use kompakt_runtime::{eval, Model, Session};
+use kompakt_runtime::{eval, KvPrecision, Model, Session};
 use serde_json::json;
 
 #[derive(Args)]
@@ -114,6 +114,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
         .template(&args.lang)
         .with_context(|| format!("--lang {}", args.lang))?;
     let mut session = Session::new(model.clone(), args.threads)?;
+    session.set_kv_precision(KvPrecision::F32);
     session.set_calibration(true);
 
     let mut inputs = Vec::new();

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kompakt_runtime::eval::{self, AudioScore, SizeReport, TextScore, TextStats, VocabMap};
-use kompakt_runtime::{Model, Session};
+use kompakt_runtime::{KvPrecision, Model, Session};
 use serde_json::{json, Value};
 
 #[derive(Args)]
@@ -143,6 +143,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let langs = langs(&args)?;
     let reference = load(ref_path)?;
     let mut rs = Session::new(reference.clone(), args.threads)?;
+    // The meter measures weight compression: keys and values stay exact.
+    rs.set_kv_precision(KvPrecision::F32);
     let mut cands = Vec::new();
     for p in &args.models {
         let m = load(p)?;
@@ -153,7 +155,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 p.display()
             )
         })?;
-        let s = Session::new(m.clone(), args.threads)?;
+        let mut s = Session::new(m.clone(), args.threads)?;
+        s.set_kv_precision(KvPrecision::F32);
         cands.push((p.clone(), m, s, map));
     }
 
@@ -314,6 +317,7 @@ fn dump(args: &EvalArgs) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let model = load(&args.models[0])?;
     let mut s = Session::new(model.clone(), args.threads)?;
+    s.set_kv_precision(KvPrecision::F32);
     let v = model.config().llm.vocab_size;
     let mut seqs: Vec<Vec<u32>> = Vec::new();
     if let Some(p) = &args.ids {

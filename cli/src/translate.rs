@@ -47,6 +47,9 @@ pub struct TranslateArgs {
     /// Worker threads (0 = one per core)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Storage of the KV cache: f16 (half the memory) or f32
+    #[arg(long, value_enum, default_value_t = KvCacheArg::F16)]
+    pub kv_cache: KvCacheArg,
     /// Print one JSON object per segment with token ids and stage timings
     #[arg(long)]
     pub json: bool,
@@ -510,6 +513,7 @@ fn run_jobs(
         );
     }
     let mut session = Session::new(model.clone(), args.threads)?;
+    session.set_kv_precision(args.kv_cache.into());
     let opts = TranslateOptions {
         lang: args.lang.clone(),
         beams: args.beams,
@@ -583,4 +587,20 @@ fn run_jobs(
         );
     }
     Ok(())
+}
+
+/// `--kv-cache` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum KvCacheArg {
+    F16,
+    F32,
+}
+
+impl From<KvCacheArg> for kompakt_runtime::KvPrecision {
+    fn from(a: KvCacheArg) -> Self {
+        match a {
+            KvCacheArg::F16 => kompakt_runtime::KvPrecision::F16,
+            KvCacheArg::F32 => kompakt_runtime::KvPrecision::F32,
+        }
+    }
 }

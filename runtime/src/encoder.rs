@@ -165,7 +165,10 @@ impl AudioEncoder {
             let k = layer.k.forward(file, &h, t)?;
             let v = layer.v.forward(file, &h, t)?;
             let mut a = vec![0.0f32; t * d];
-            let seg = [ops::KvSegment { k: &k, v: &v }];
+            let seg = [ops::KvSegment {
+                k: ops::KvRows::F32(&k),
+                v: ops::KvRows::F32(&v),
+            }];
             ops::attention(&q, &seg, cfg.n_heads, cfg.n_heads, hd, 1.0, &|_| t, &mut a);
             taps.record_input(&[&layer.o.w.name], &a, t);
             let o = layer.o.forward(file, &a, t)?;

@@ -29,6 +29,7 @@ pub mod weights;
 
 pub use config::ModelConfig;
 pub use error::{Result, RuntimeError};
+pub use kv_cache::KvPrecision;
 pub use model::Model;
 pub use session::{
     AudioEmbedding, Observer, Quiet, Session, Stage, TextGeneration, Timings, TranslateOptions,

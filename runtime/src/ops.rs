@@ -135,12 +135,65 @@ impl Rope {
     }
 }
 
-/// Keys and values of one attention context segment, token-major
-/// (`[len][n_kv_heads * head_dim]`).
-#[derive(Clone, Copy)]
+/// Token-major rows (`[len][n_kv_heads * head_dim]`) of keys or values.
+#[derive(Clone, Copy, Debug)]
+pub enum KvRows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl KvRows<'_> {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            KvRows::F32(x) => x.len(),
+            KvRows::F16(x) => x.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Value `i` as f32.
+    pub fn at(&self, i: usize) -> f32 {
+        match self {
+            KvRows::F32(x) => x[i],
+            KvRows::F16(x) => x[i].to_f32(),
+        }
+    }
+
+    /// `dot(q, self[at..at + q.len()])`.
+    fn dot(&self, q: &[f32], at: usize) -> f32 {
+        match self {
+            KvRows::F32(x) => kompakt_kernels::dot(q, &x[at..at + q.len()]),
+            KvRows::F16(x) => {
+                let row: &[u8] = bytemuck::cast_slice(&x[at..at + q.len()]);
+                let mut o = [0f32];
+                (kompakt_kernels::kernels().row_f16)(row, &[q], &mut o);
+                o[0]
+            }
+        }
+    }
+
+    /// `out += a * self[at..at + out.len()]`; `tmp` is scratch.
+    fn axpy(&self, a: f32, at: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
+        match self {
+            KvRows::F32(x) => kompakt_kernels::axpy(a, &x[at..at + out.len()], out),
+            KvRows::F16(x) => {
+                tmp.resize(out.len(), 0.0);
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&x[at..at + out.len()], tmp);
+                kompakt_kernels::axpy(a, tmp, out);
+            }
+        }
+    }
+}
+
+/// Keys and values of one attention context segment.
+#[derive(Clone, Copy, Debug)]
 pub struct KvSegment<'a> {
-    pub k: &'a [f32],
-    pub v: &'a [f32],
+    pub k: KvRows<'a>,
+    pub v: KvRows<'a>,
 }
 
 /// Scaled dot-product attention.
@@ -191,8 +244,8 @@ fn attention_rows(
     let group = n_heads / n_kv_heads;
     let q_dim = n_heads * hd;
     out.par_chunks_mut(hd).enumerate().for_each_init(
-        Vec::new,
-        |scores: &mut Vec<f32>, (idx, o)| {
+        || (Vec::new(), Vec::new()),
+        |(scores, tmp): &mut (Vec<f32>, Vec<f32>), (idx, o)| {
             let (qi, h) = (idx / n_heads, idx % n_heads);
             let kvh = h / group;
             let qv = &q[qi * q_dim + h * hd..qi * q_dim + (h + 1) * hd];
@@ -202,8 +255,7 @@ fn attention_rows(
             for seg in segments {
                 let len = (seg.k.len() / kv_dim).min(remaining);
                 for j in 0..len {
-                    let k = &seg.k[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                    scores.push(kompakt_kernels::dot(qv, k) * scale);
+                    scores.push(seg.k.dot(qv, j * kv_dim + kvh * hd) * scale);
                 }
                 remaining -= len;
             }
@@ -213,8 +265,7 @@ fn attention_rows(
             for seg in segments {
                 let len = (seg.v.len() / kv_dim).min(scores.len() - j0);
                 for j in 0..len {
-                    let v = &seg.v[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                    kompakt_kernels::axpy(scores[j0 + j], v, o);
+                    seg.v.axpy(scores[j0 + j], j * kv_dim + kvh * hd, o, tmp);
                 }
                 j0 += len;
             }
@@ -256,8 +307,8 @@ fn attention_transposed(
             for seg in segments {
                 let len = seg.k.len() / kv_dim;
                 for j in 0..len {
-                    kr[j0 + j] = seg.k[j * kv_dim + col];
-                    vr[j0 + j] = seg.v[j * kv_dim + col];
+                    kr[j0 + j] = seg.k.at(j * kv_dim + col);
+                    vr[j0 + j] = seg.v.at(j * kv_dim + col);
                 }
                 j0 += len;
             }
@@ -315,7 +366,10 @@ mod tests {
         let k = vec![1.0f32; 4];
         let v = vec![1.0, 2.0, 3.0, 4.0];
         let mut out = vec![0.0; 4];
-        let seg = [KvSegment { k: &k, v: &v }];
+        let seg = [KvSegment {
+            k: KvRows::F32(&k),
+            v: KvRows::F32(&v),
+        }];
         attention(&q, &seg, 2, 1, 2, 1.0, &|_| 1, &mut out);
         assert_eq!(out, vec![1.0, 2.0, 1.0, 2.0]);
     }
@@ -355,7 +409,18 @@ mod tests {
         let (ka, va) = (rnd(len_a * kv_dim), rnd(len_a * kv_dim));
         let (kb, vb) = (rnd(len_b * kv_dim), rnd(len_b * kv_dim));
         let q = rnd(n_q * n_heads * hd);
-        let segs = [KvSegment { k: &ka, v: &va }, KvSegment { k: &kb, v: &vb }];
+        let hb: Vec<half::f16> = kb.iter().map(|&x| half::f16::from_f32(x)).collect();
+        let hv: Vec<half::f16> = vb.iter().map(|&x| half::f16::from_f32(x)).collect();
+        let segs = [
+            KvSegment {
+                k: KvRows::F32(&ka),
+                v: KvRows::F32(&va),
+            },
+            KvSegment {
+                k: KvRows::F16(&hb),
+                v: KvRows::F16(&hv),
+            },
+        ];
         let visible = |i: usize| len_a + len_b - n_q + i + 1;
         let mut a = vec![0.0; n_q * n_heads * hd];
         let mut b = vec![0.0; n_q * n_heads * hd];

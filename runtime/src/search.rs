@@ -210,6 +210,7 @@ pub fn beam(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv_cache::KvPrecision;
 
     #[test]
     fn argmax_takes_the_first_maximum() {
@@ -240,7 +241,7 @@ mod tests {
 
     #[test]
     fn greedy_suppresses_eos_until_min_new_tokens() {
-        let cache = KvCache::new(1, 2, 8);
+        let cache = KvCache::new(1, 2, 8, KvPrecision::F32);
         let first = vec![5.0, 1.0, 3.0];
         let mut step = eos_loving_step;
         let out = greedy(
@@ -257,7 +258,7 @@ mod tests {
 
     #[test]
     fn beam_suppresses_eos_until_min_new_tokens() {
-        let prefix = KvCache::new(1, 2, 8).prefix();
+        let prefix = KvCache::new(1, 2, 8, KvPrecision::F32).prefix();
         let first = vec![5.0, 1.0, 3.0];
         let mut step = eos_loving_step;
         let mut p = params(3);

@@ -7,7 +7,7 @@ use kompakt_audio::LogMel;
 
 use crate::decoder::Logits;
 use crate::error::{Result, RuntimeError};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, KvPrecision};
 use crate::model::Model;
 use crate::search::{self, SearchParams};
 use crate::taps::Taps;
@@ -107,6 +107,7 @@ pub struct Session {
     model: Arc<Model>,
     pool: rayon::ThreadPool,
     taps: Taps,
+    kv: KvPrecision,
 }
 
 impl Session {
@@ -120,7 +121,18 @@ impl Session {
             model,
             pool,
             taps: Taps::default(),
+            kv: KvPrecision::default(),
         })
+    }
+
+    /// Storage precision of the KV cache of later requests (default f16:
+    /// half the memory; f32 keeps exactly the computed keys and values).
+    pub fn set_kv_precision(&mut self, p: KvPrecision) {
+        self.kv = p;
+    }
+
+    pub fn kv_precision(&self) -> KvPrecision {
+        self.kv
     }
 
     pub fn model(&self) -> &Arc<Model> {
@@ -221,7 +233,7 @@ impl Session {
         let taps = &mut self.taps;
         let n = ids.len();
         let logits = self.pool.install(|| {
-            let mut cache = KvCache::new(m.config.llm.n_layers, m.config.llm.kv_dim(), n);
+            let mut cache = KvCache::new(m.config.llm.n_layers, m.config.llm.kv_dim(), n, self.kv);
             m.decoder
                 .forward(&m.file, x, n, &mut cache, Logits::All, taps)
         })?;
@@ -246,7 +258,7 @@ impl Session {
         let m = self.model.clone();
         let rows = self.text_rows(ids)?;
         let llm = &m.config.llm;
-        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), rows.len());
+        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), rows.len(), self.kv);
         let mut out = Vec::with_capacity(rows.len() * llm.vocab_size);
         let taps = &mut self.taps;
         for chunk in rows.chunks(window.max(1)) {
@@ -300,7 +312,7 @@ impl Session {
         let (llm, file, pool) = (&m.config.llm, &m.file, &self.pool);
         let mut timings = Timings::default();
         let t0 = Instant::now();
-        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), needed);
+        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), needed, self.kv);
         let taps = &mut self.taps;
         let logits = pool.install(|| -> Result<Vec<f32>> {
             let x = m.decoder.embed(file, &rows)?;
@@ -400,7 +412,7 @@ impl Session {
         let t2 = Instant::now();
         let (llm, file, pool) = (&m.config.llm, &m.file, &self.pool);
         let capacity = if opts.beams == 1 { needed } else { n };
-        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), capacity);
+        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), capacity, self.kv);
         let taps = &mut self.taps;
         let logits = pool.install(|| {
             m.decoder

@@ -35,7 +35,7 @@ def render(reports):
             frac = run.get("bandwidth_fraction")
             out.append(
                 "| {} | {:.1f} | {} | {:,} | {} | {:g} | {:.2f} | {:.1f} | {:.2f} | {} | {:.2f} | {:.1f} "
-                "| {} | {:.0f} | {:.0f} | {:.1f} | {:.0f} |".format(
+                "| {} | {:.0f} | {:.0f} | {:.1f} ({}) | {:.0f} |".format(
                     name,
                     mb(r["model"]["file_bytes"]),
                     r["model"]["bin"],
@@ -52,6 +52,7 @@ def render(reports):
                     mb(mem["peak_rss_bytes"]),
                     mb(mem.get("model_resident_bytes") or mem["peak_mapped_bytes"]),
                     mb(mem["kv_cache_bytes"]),
+                    mem.get("kv_cache_type", "f32"),
                     mb(mem["activations_bytes"]),
                 )
             )

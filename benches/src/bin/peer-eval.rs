@@ -20,7 +20,7 @@
 //! held-out en/de/zh texts.
 use kompakt_benches::ggml::llama;
 use kompakt_runtime::eval::{self, TextStats, VocabMap};
-use kompakt_runtime::{Model, Session};
+use kompakt_runtime::{KvPrecision, Model, Session};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,6 +98,7 @@ fn main() {
 
     let rm = Arc::new(Model::load(&reference).expect("loading the reference"));
     let mut rs = Session::new(rm.clone(), threads).expect("session");
+    rs.set_kv_precision(KvPrecision::F32);
     let rv = rm.config().llm.vocab_size;
     let files: Vec<(String, Vec<u32>)> = texts
         .iter()
@@ -164,7 +165,8 @@ fn main() {
             "kompakt {l}: {} LLM params, {} LLM bytes",
             s.llm_params, s.llm_bytes
         );
-        let sess = Session::new(m.clone(), threads).expect("session");
+        let mut sess = Session::new(m.clone(), threads).expect("session");
+        sess.set_kv_precision(KvPrecision::F32);
         cands.push(Cand {
             engine: "kompakt",
             label: l.clone(),
