@@ -32,7 +32,8 @@ pub enum DType {
     /// 2-bit super-blocks of 256 with 4-bit sub-scales and mins: 2.625 bpw.
     Q2K = 19,
     /// Non-uniform 2-bit: 8-dimensional codebook vectors: see FORMAT.md.
-    IQ2 = 20,
+    /// (Id 20 was IQ2 with the format-1.0 codebook; see [`DType::retired`].)
+    IQ2 = 21,
 }
 
 impl DType {
@@ -53,6 +54,18 @@ impl DType {
     /// The numeric id stored in files.
     pub const fn id(self) -> u32 {
         self as u32
+    }
+
+    /// Ids that older files may hold but this build no longer reads, with
+    /// what they were and what to do (FORMAT.md "Retired dtype ids").
+    pub fn retired(id: u32) -> Option<&'static str> {
+        match id {
+            20 => Some(
+                "iq2 with the format-1.0 codebook (magnitudes 1:3:5), replaced in format 1.1 \
+                 by id 21 (magnitudes 2:7:13); re-convert the model with this kompakt",
+            ),
+            _ => None,
+        }
     }
 
     /// Looks up an id read from a file; `None` for ids this build does not know.

@@ -168,6 +168,19 @@ pub enum FormatError {
         id: u32,
     },
 
+    /// A tensor's dtype id is one that an older format version used and
+    /// this build no longer reads.
+    #[error(
+        "{file}: tensor `{name}` field `dtype` at offset {offset}: retired dtype id {id}: {what}"
+    )]
+    RetiredDType {
+        file: String,
+        name: String,
+        offset: u64,
+        id: u32,
+        what: &'static str,
+    },
+
     /// A tensor's data offset is not a multiple of the 64-byte alignment.
     #[error("{file}: tensor `{name}` field `offset` at offset {offset}: data offset {value} is not a multiple of {align}")]
     Misaligned {

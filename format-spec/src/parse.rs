@@ -483,6 +483,15 @@ fn parse_directory(parsed: &mut ParsedFile, dir: &[u8], file: &str) -> Result<()
         let nbytes_at = c.at();
         let nbytes = c.u64(&|| format!("tensor `{name}` nbytes"))?;
         let checksum = c.u64(&|| format!("tensor `{name}` checksum"))?;
+        if let Some(what) = DType::retired(dtype_id) {
+            return Err(FormatError::RetiredDType {
+                file: file.to_string(),
+                name,
+                offset: dtype_offset,
+                id: dtype_id,
+                what,
+            });
+        }
         let Some(dtype) = DType::from_id(dtype_id) else {
             return Err(FormatError::UnknownDType {
                 file: file.to_string(),

@@ -145,6 +145,7 @@ fn byte_swapped_file() {
 fn newer_major_is_unsupported_newer_minor_is_read() {
     let mut r = Raw::new();
     r.header.major = 2;
+    r.header.minor = 0;
     let e = err(&r.build());
     assert!(matches!(
         e,
@@ -178,6 +179,21 @@ fn unknown_dtype_is_unsupported() {
         "{e}"
     );
     assert_names(&e, &["`w`", "dtype", "unsupported dtype id 999"]);
+}
+
+#[test]
+fn retired_iq2_codebook_id_names_the_fix() {
+    let mut e = DirEntry::new("w", DType::U8, &[4], 0, 4, 0);
+    e.dtype_id = 20;
+    let r = Raw::new().tensor("a", DType::U8, &[1], 0, &[0]).entry(e);
+    let e = err(&r.build());
+    assert!(
+        matches!(&e, FormatError::RetiredDType { id: 20, name, .. } if name == "w"),
+        "{e}"
+    );
+    assert_names(&e, &["`w`", "retired dtype id 20", "re-convert"]);
+    assert_eq!(DType::from_id(20), None);
+    assert_eq!(DType::from_id(21), Some(DType::IQ2));
 }
 
 #[test]
