@@ -11,6 +11,9 @@
 //! class) are broken by lexicographic order of the level digits (element 0
 //! most significant, 1 < 3 < 5). Index = rank in that order.
 
+/// The three magnitude levels.
+pub const LEVELS: [u8; 3] = [1, 3, 5];
+
 /// Codebook entry `i`: 8 magnitudes (1, 3 or 5) packed as bytes, element 0
 /// in the lowest byte.
 pub const GRID: [u64; 512] = generate();
@@ -58,7 +61,7 @@ const fn entry(v: usize) -> u64 {
     let mut k = 0;
     while k < 8 {
         let d = (x % 3) as u64;
-        out |= (2 * d + 1) << (8 * (7 - k));
+        out |= (LEVELS[d as usize] as u64) << (8 * (7 - k));
         x /= 3;
         k += 1;
     }
@@ -120,10 +123,10 @@ mod tests {
         v.sort();
         v.dedup();
         assert_eq!(v.len(), 512);
-        assert_eq!(GRID[0], 0x0101_0101_0101_0101);
+        assert_eq!(GRID[0], 0x0101_0101_0101_0101 * LEVELS[0] as u64);
         for i in 0..512 {
             for k in 0..8 {
-                assert!(matches!(grid_value(i, k), 1 | 3 | 5));
+                assert!(LEVELS.contains(&(grid_value(i, k) as u8)));
             }
         }
         for (i, s) in SIGNS.iter().enumerate() {
