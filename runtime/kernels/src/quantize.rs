@@ -363,7 +363,7 @@ fn quantize_q2k(x: &[f32], w: &[f32], b: &mut BlockQ2K) {
     }
 }
 
-/// Reverse map of the IQ2 grid: base-3 lattice index (levels 1,3,5 -> 0,1,2,
+/// Reverse map of the IQ2 grid: base-3 lattice index (level indices 0, 1, 2,
 /// element 0 most significant) to grid index, or -1.
 fn iq2_reverse() -> &'static [i16; 6561] {
     static REV: std::sync::OnceLock<Box<[i16; 6561]>> = std::sync::OnceLock::new();
