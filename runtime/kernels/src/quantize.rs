@@ -395,17 +395,31 @@ fn iq2_group(x: &[f32], w: &[f32], s: f32) -> (u16, u16, f32) {
             neg |= 1 << k;
         }
     }
+    let f = iq2_costs(&t, w, 8);
     if neg.count_ones() & 1 == 0 {
-        let (g, e) = iq2_magnitudes(&t, w, 8);
+        let (g, e) = iq2_nearest(&f);
         return (g, (neg & 0x7F) as u16, e * s * s);
     }
     // Odd parity: one element gets the wrong sign (it is then best coded
-    // with magnitude 1). Candidates: the two smallest weighted magnitudes.
-    let mut order: [usize; 8] = core::array::from_fn(|k| k);
-    order.sort_unstable_by(|&a, &b| (w[a] * t[a]).total_cmp(&(w[b] * t[b])));
+    // with the lowest level). Candidates: the two smallest weighted
+    // magnitudes (a linear scan, no sort).
+    let (mut m0, mut m1) = ((f32::INFINITY, 0usize), (f32::INFINITY, 0usize));
+    for k in 0..8 {
+        let v = w[k] * t[k];
+        if v < m0.0 {
+            m1 = m0;
+            m0 = (v, k);
+        } else if v < m1.0 {
+            m1 = (v, k);
+        }
+    }
     let mut best = (f32::INFINITY, 0u16, 0u8);
-    for &flip in &order[..2] {
-        let (g, e) = iq2_magnitudes(&t, w, flip);
+    for flip in [m0.1, m1.1] {
+        let mut ff = f;
+        for l in 0..3 {
+            ff[flip][l] = w[flip] * (t[flip] + L[l]) * (t[flip] + L[l]);
+        }
+        let (g, e) = iq2_nearest(&ff);
         if e < best.0 {
             best = (e, g, neg ^ (1 << flip));
         }
@@ -425,6 +439,21 @@ const POW3: [usize; 8] = [2187, 729, 243, 81, 27, 9, 3, 1];
 
 /// Best grid entry for the magnitudes `t` (in units of the scale), the
 /// element `flip` (8 = none) having the wrong sign: (index, weighted error).
+#[cfg(test)]
+fn iq2_magnitudes(t: &[f32; 8], w: &[f32], flip: usize) -> (u16, f32) {
+    iq2_nearest(&iq2_costs(t, w, flip))
+}
+
+/// `f[k][l]`: weighted squared error of element `k` on level `l`, element
+/// `flip` (8 = none) having the wrong sign.
+fn iq2_costs(t: &[f32; 8], w: &[f32], flip: usize) -> [[f32; 3]; 8] {
+    core::array::from_fn(|k| {
+        let tk = if k == flip { -t[k] } else { t[k] };
+        core::array::from_fn(|l| w[k] * (tk - L[l]) * (tk - L[l]))
+    })
+}
+
+/// The codebook entry with the smallest `sum_k f[k][level_k]`: (index, error).
 ///
 /// Exact: the error is a sum over elements of `f[k][level]`. The per-element
 /// best levels `top` give the unconstrained optimum; if that point is not in
@@ -433,16 +462,11 @@ const POW3: [usize; 8] = [2187, 729, 243, 81, 27, 9, 3, 1];
 /// `top`: a depth-first search over those choices, pruned by the extra
 /// error, where a node whose remaining elements can stay at `top` ends the
 /// branch (that completion is then the best one of the branch).
-fn iq2_magnitudes(t: &[f32; 8], w: &[f32], flip: usize) -> (u16, f32) {
-    let mut f = [[0f32; 3]; 8];
+fn iq2_nearest(f: &[[f32; 3]; 8]) -> (u16, f32) {
     let mut top = [0usize; 8];
     let mut base = 0f32;
     let mut v = 0usize;
     for k in 0..8 {
-        let tk = if k == flip { -t[k] } else { t[k] };
-        for l in 0..3 {
-            f[k][l] = w[k] * (tk - L[l]) * (tk - L[l]);
-        }
         let mut l = 0;
         if f[k][1] < f[k][l] {
             l = 1;
@@ -478,15 +502,22 @@ fn iq2_magnitudes(t: &[f32; 8], w: &[f32], flip: usize) -> (u16, f32) {
         gv -= POW3[k];
     }
     // Elements whose first step down costs most are decided first.
-    let mut order: [usize; 8] = core::array::from_fn(|k| k);
-    let step = |k: usize| {
+    let step: [f32; 8] = core::array::from_fn(|k| {
         if top[k] == 0 {
             f32::INFINITY
         } else {
             f[k][top[k] - 1] - f[k][top[k]]
         }
-    };
-    order.sort_unstable_by(|&a, &b| step(b).total_cmp(&step(a)));
+    });
+    // Insertion sort by descending step (8 elements).
+    let mut order: [usize; 8] = core::array::from_fn(|k| k);
+    for i in 1..8 {
+        let mut j = i;
+        while j > 0 && step[order[j - 1]] < step[order[j]] {
+            order.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     struct Search<'a> {
         f: &'a [[f32; 3]; 8],
         top: &'a [usize; 8],
@@ -517,7 +548,7 @@ fn iq2_magnitudes(t: &[f32; 8], w: &[f32], flip: usize) -> (u16, f32) {
         }
     }
     let mut s = Search {
-        f: &f,
+        f,
         top: &top,
         order: &order,
         rev,
