@@ -525,6 +525,7 @@ fn iq2_nearest(f: &[[f32; 3]; 8]) -> (u16, f32) {
         rev: &'a [i16; 6561],
         best: (f32, usize),
         nodes: u32,
+        min_step: f32,
     }
     impl Search<'_> {
         fn go(&mut self, i: usize, v: usize, extra: f32) {
@@ -536,7 +537,10 @@ fn iq2_nearest(f: &[[f32; 3]; 8]) -> (u16, f32) {
                 return;
             }
             self.nodes += 1;
-            if i == 8 || self.nodes > 20000 {
+            // Some remaining element must still go down, by at least its
+            // first step; `order` is by descending step, so the smallest
+            // remaining step is the last one's.
+            if i == 8 || self.nodes > 20000 || extra + self.min_step >= self.best.0 {
                 return;
             }
             let k = self.order[i];
@@ -554,6 +558,7 @@ fn iq2_nearest(f: &[[f32; 3]; 8]) -> (u16, f32) {
         rev,
         best: (ge, gv),
         nodes: 0,
+        min_step: step[order[7]],
     };
     s.go(0, v, 0.0);
     let (extra, bv) = s.best;
