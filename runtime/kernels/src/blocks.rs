@@ -84,7 +84,7 @@ const _: () = assert!(size_of::<BlockQ2K>() == 84);
 
 /// IQ2: 256 weights in 8 sub-blocks of 32, each of 4 groups of 8 weights.
 /// A group is a 16-bit code: bits 0-8 index the 512-entry codebook of
-/// 8-dimensional magnitude vectors (entries 1, 3, 5; see [`crate::iq2_grid`]),
+/// 8-dimensional magnitude vectors (entries 2, 7, 13; see [`crate::iq2_grid`]),
 /// bits 9-15 are the signs of elements 0..7 (1 = negative); the sign of
 /// element 7 makes the count of negative signs even.
 /// `w = d * (s[j] + 1) / 16 * sign * grid`, `s` 4-bit.

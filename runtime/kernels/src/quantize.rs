@@ -363,7 +363,7 @@ fn quantize_q2k(x: &[f32], w: &[f32], b: &mut BlockQ2K) {
     }
 }
 
-/// Reverse map of the IQ2 grid: base-3 lattice index (levels 1,3,5 -> 0,1,2,
+/// Reverse map of the IQ2 grid: base-3 lattice index (level indices 0, 1, 2,
 /// element 0 most significant) to grid index, or -1.
 fn iq2_reverse() -> &'static [i16; 6561] {
     static REV: std::sync::OnceLock<Box<[i16; 6561]>> = std::sync::OnceLock::new();
@@ -372,47 +372,16 @@ fn iq2_reverse() -> &'static [i16; 6561] {
         for (gi, &e) in crate::iq2_grid::GRID.iter().enumerate() {
             let mut v = 0usize;
             for k in 0..8 {
-                v = v * 3 + (((e >> (8 * k)) & 0xFF) as usize - 1) / 2;
+                let l = ((e >> (8 * k)) & 0xFF) as u8;
+                v = v * 3
+                    + crate::iq2_grid::LEVELS
+                        .iter()
+                        .position(|&x| x == l)
+                        .unwrap();
             }
             r[v] = gi as i16;
         }
         r
-    })
-}
-
-/// Candidates per lattice point searched when the rounded point is not in
-/// the grid.
-const IQ2_NEIGHBORS: usize = 48;
-
-/// For every point of the {1,3,5}^8 lattice (base-3 index as in
-/// [`iq2_reverse`]), the grid entries nearest to it in plain squared
-/// distance: the weighted search then looks at these instead of all 512.
-fn iq2_neighbors() -> &'static [[i16; IQ2_NEIGHBORS]] {
-    static NB: std::sync::OnceLock<Vec<[i16; IQ2_NEIGHBORS]>> = std::sync::OnceLock::new();
-    NB.get_or_init(|| {
-        (0..6561usize)
-            .map(|v| {
-                let mut lv = [0i32; 8];
-                let mut r = v;
-                for k in (0..8).rev() {
-                    lv[k] = 2 * (r % 3) as i32 + 1;
-                    r /= 3;
-                }
-                let mut d: Vec<(i32, i16)> = (0..512)
-                    .map(|g| {
-                        let e = (0..8)
-                            .map(|k| {
-                                let c = crate::iq2_grid::grid_value(g, k) as i32;
-                                (lv[k] - c) * (lv[k] - c)
-                            })
-                            .sum();
-                        (e, g as i16)
-                    })
-                    .collect();
-                d.sort_unstable();
-                core::array::from_fn(|i| d[i].1)
-            })
-            .collect()
     })
 }
 
@@ -426,17 +395,31 @@ fn iq2_group(x: &[f32], w: &[f32], s: f32) -> (u16, u16, f32) {
             neg |= 1 << k;
         }
     }
+    let f = iq2_costs(&t, w, 8);
     if neg.count_ones() & 1 == 0 {
-        let (g, e) = iq2_magnitudes(&t, w, 8);
+        let (g, e) = iq2_nearest(&f);
         return (g, (neg & 0x7F) as u16, e * s * s);
     }
     // Odd parity: one element gets the wrong sign (it is then best coded
-    // with magnitude 1). Candidates: the two smallest weighted magnitudes.
-    let mut order: [usize; 8] = core::array::from_fn(|k| k);
-    order.sort_unstable_by(|&a, &b| (w[a] * t[a]).total_cmp(&(w[b] * t[b])));
+    // with the lowest level). Candidates: the two smallest weighted
+    // magnitudes (a linear scan, no sort).
+    let (mut m0, mut m1) = ((f32::INFINITY, 0usize), (f32::INFINITY, 0usize));
+    for k in 0..8 {
+        let v = w[k] * t[k];
+        if v < m0.0 {
+            m1 = m0;
+            m0 = (v, k);
+        } else if v < m1.0 {
+            m1 = (v, k);
+        }
+    }
     let mut best = (f32::INFINITY, 0u16, 0u8);
-    for &flip in &order[..2] {
-        let (g, e) = iq2_magnitudes(&t, w, flip);
+    for flip in [m0.1, m1.1] {
+        let mut ff = f;
+        for l in 0..3 {
+            ff[flip][l] = w[flip] * (t[flip] + L[l]) * (t[flip] + L[l]);
+        }
+        let (g, e) = iq2_nearest(&ff);
         if e < best.0 {
             best = (e, g, neg ^ (1 << flip));
         }
@@ -444,39 +427,142 @@ fn iq2_group(x: &[f32], w: &[f32], s: f32) -> (u16, u16, f32) {
     (best.1, (best.2 & 0x7F) as u16, best.0 * s * s)
 }
 
+const L: [f32; 3] = [
+    crate::iq2_grid::LEVELS[0] as f32,
+    crate::iq2_grid::LEVELS[1] as f32,
+    crate::iq2_grid::LEVELS[2] as f32,
+];
+
+/// Powers of 3 by element (element 0 most significant), for the base-3
+/// lattice index of [`iq2_reverse`].
+const POW3: [usize; 8] = [2187, 729, 243, 81, 27, 9, 3, 1];
+
 /// Best grid entry for the magnitudes `t` (in units of the scale), the
 /// element `flip` (8 = none) having the wrong sign: (index, weighted error).
+#[cfg(test)]
 fn iq2_magnitudes(t: &[f32; 8], w: &[f32], flip: usize) -> (u16, f32) {
-    let err_of = |gi: usize| -> f32 {
-        let mut e = 0f32;
-        for k in 0..8 {
-            let c = crate::iq2_grid::grid_value(gi, k) as f32;
-            let tk = if k == flip { -t[k] } else { t[k] };
-            e += w[k] * (tk - c) * (tk - c);
-        }
-        e
-    };
+    iq2_nearest(&iq2_costs(t, w, flip))
+}
+
+/// `f[k][l]`: weighted squared error of element `k` on level `l`, element
+/// `flip` (8 = none) having the wrong sign.
+fn iq2_costs(t: &[f32; 8], w: &[f32], flip: usize) -> [[f32; 3]; 8] {
+    core::array::from_fn(|k| {
+        let tk = if k == flip { -t[k] } else { t[k] };
+        core::array::from_fn(|l| w[k] * (tk - L[l]) * (tk - L[l]))
+    })
+}
+
+/// The codebook entry with the smallest `sum_k f[k][level_k]`: (index, error).
+///
+/// Exact: the error is a sum over elements of `f[k][level]`. The per-element
+/// best levels `top` give the unconstrained optimum; if that point is not in
+/// the codebook, note that the codebook is closed under lowering any element
+/// (lower levels have lower cost), so an optimum only lowers elements below
+/// `top`: a depth-first search over those choices, pruned by the extra
+/// error, where a node whose remaining elements can stay at `top` ends the
+/// branch (that completion is then the best one of the branch).
+fn iq2_nearest(f: &[[f32; 3]; 8]) -> (u16, f32) {
+    let mut top = [0usize; 8];
+    let mut base = 0f32;
     let mut v = 0usize;
     for k in 0..8 {
-        let lvl = if k == flip {
-            0
+        let mut l = 0;
+        if f[k][1] < f[k][l] {
+            l = 1;
+        }
+        if f[k][2] < f[k][l] {
+            l = 2;
+        }
+        top[k] = l;
+        base += f[k][l];
+        v += l * POW3[k];
+    }
+    let rev = iq2_reverse();
+    if rev[v] >= 0 {
+        return (rev[v] as u16, base);
+    }
+    // Greedy upper bound: lower the element with the smallest error
+    // increase per cost decrease until the point is in the codebook.
+    let (mut lv, mut gv, mut ge) = (top, v, 0f32);
+    while rev[gv] < 0 {
+        let mut pick = (f32::INFINITY, 8);
+        for k in 0..8 {
+            if lv[k] > 0 {
+                let c = if lv[k] == 2 { 1412.0 } else { 758.0 };
+                let r = (f[k][lv[k] - 1] - f[k][lv[k]]) / c;
+                if r < pick.0 {
+                    pick = (r, k);
+                }
+            }
+        }
+        let k = pick.1;
+        ge += f[k][lv[k] - 1] - f[k][lv[k]];
+        lv[k] -= 1;
+        gv -= POW3[k];
+    }
+    // Elements whose first step down costs most are decided first.
+    let step: [f32; 8] = core::array::from_fn(|k| {
+        if top[k] == 0 {
+            f32::INFINITY
         } else {
-            ((t[k] + 1.0) * 0.5).floor().clamp(0.0, 2.0) as usize
-        };
-        v = v * 3 + lvl;
-    }
-    let gi = iq2_reverse()[v];
-    if gi >= 0 {
-        return (gi as u16, err_of(gi as usize));
-    }
-    let mut best = (f32::INFINITY, 0usize);
-    for &g in &iq2_neighbors()[v] {
-        let e = err_of(g as usize);
-        if e < best.0 {
-            best = (e, g as usize);
+            f[k][top[k] - 1] - f[k][top[k]]
+        }
+    });
+    // Insertion sort by descending step (8 elements).
+    let mut order: [usize; 8] = core::array::from_fn(|k| k);
+    for i in 1..8 {
+        let mut j = i;
+        while j > 0 && step[order[j - 1]] < step[order[j]] {
+            order.swap(j - 1, j);
+            j -= 1;
         }
     }
-    (best.1 as u16, best.0)
+    struct Search<'a> {
+        f: &'a [[f32; 3]; 8],
+        top: &'a [usize; 8],
+        order: &'a [usize; 8],
+        rev: &'a [i16; 6561],
+        best: (f32, usize),
+        nodes: u32,
+        min_step: f32,
+    }
+    impl Search<'_> {
+        fn go(&mut self, i: usize, v: usize, extra: f32) {
+            if extra >= self.best.0 {
+                return;
+            }
+            if self.rev[v] >= 0 {
+                self.best = (extra, v);
+                return;
+            }
+            self.nodes += 1;
+            // Some remaining element must still go down, by at least its
+            // first step; `order` is by descending step, so the smallest
+            // remaining step is the last one's.
+            if i == 8 || self.nodes > 20000 || extra + self.min_step >= self.best.0 {
+                return;
+            }
+            let k = self.order[i];
+            let tk = self.top[k];
+            let ftop = self.f[k][tk];
+            for l in (0..=tk).rev() {
+                self.go(i + 1, v - (tk - l) * POW3[k], extra + self.f[k][l] - ftop);
+            }
+        }
+    }
+    let mut s = Search {
+        f,
+        top: &top,
+        order: &order,
+        rev,
+        best: (ge, gv),
+        nodes: 0,
+        min_step: step[order[7]],
+    };
+    s.go(0, v, 0.0);
+    let (extra, bv) = s.best;
+    (rev[bv] as u16, base + extra)
 }
 
 /// Codes a sub-block of 32 at scale `s`; returns the weighted error.
@@ -494,9 +580,9 @@ fn iq2_sub(x: &[f32], w: &[f32], s: f32, codes: &mut [u16; 4]) -> f32 {
     e
 }
 
-/// Least-squares scale for fixed codes and the weighted error at that
-/// scale: (scale, error).
-fn iq2_refit(x: &[f32], w: &[f32], codes: &[u16; 4]) -> (f32, f32) {
+/// Least-squares scale for fixed codes: (scale, error at that scale,
+/// `sum w c^2`, the curvature of the error in the scale).
+fn iq2_refit(x: &[f32], w: &[f32], codes: &[u16; 4]) -> (f32, f32, f32) {
     let (mut num, mut den, mut xx) = (0f32, 0f32, 0f32);
     for g in 0..4 {
         let sg = crate::iq2_grid::sign_bits8(codes[g] >> 9);
@@ -510,58 +596,111 @@ fn iq2_refit(x: &[f32], w: &[f32], codes: &[u16; 4]) -> (f32, f32) {
         }
     }
     if den > 0.0 && num > 0.0 {
-        (num / den, (xx - num * num / den).max(0.0))
+        (num / den, (xx - num * num / den).max(0.0), den)
     } else {
-        (0.0, xx)
+        (0.0, xx, den)
     }
 }
 
 /// Trial scales per IQ2 sub-block.
 const IQ2_TRIALS: usize = 4;
 
+/// Super-scale candidates evaluated exactly (besides the largest sub-scale).
+const IQ2_SUPER: usize = 2;
+
+/// Best scale of one sub-block: (scale, error, curvature `sum w c^2`).
+fn iq2_sub_scale(xs: &[f32], ws: &[f32]) -> (f32, f32, f32) {
+    let sw: f32 = ws.iter().sum();
+    let rms = (xs.iter().zip(ws).map(|(v, wt)| wt * v * v).sum::<f32>() / sw).sqrt();
+    if rms == 0.0 {
+        return (0.0, 0.0, 0.0);
+    }
+    let mut codes = [0u16; 4];
+    let mut best = (f32::INFINITY, 0f32);
+    // Trial scales relative to the weighted RMS, and relative to the
+    // largest magnitude (the largest value on level 4..6: ggml's iq2
+    // trials), which suits sub-blocks dominated by a few important weights.
+    let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let trials = (0..IQ2_TRIALS)
+        .map(|k| rms * (0.30 + 0.10 * k as f32) / L[0])
+        .chain((0..5).map(|k| amax / ((4.1 + 0.4 * k as f32) * L[2] / 5.0)));
+    for s in trials {
+        let e = iq2_sub(xs, ws, s, &mut codes);
+        if e < best.0 {
+            best = (e, s);
+        }
+    }
+    // Codes at the best trial, their least-squares scale, and the codes
+    // re-chosen at that scale if that lowers the error.
+    let (e, s) = best;
+    iq2_sub(xs, ws, s, &mut codes);
+    let (s2, _, den) = iq2_refit(xs, ws, &codes);
+    if s2 > 0.0 {
+        let mut c2 = [0u16; 4];
+        let e2 = iq2_sub(xs, ws, s2, &mut c2);
+        if e2 < e {
+            return (s2, e2, iq2_refit(xs, ws, &c2).2);
+        }
+    }
+    (s, e, den)
+}
+
 fn quantize_iq2(x: &[f32], w: &[f32], b: &mut BlockIQ2) {
     let mut sub_s = [0f32; 8];
+    let mut curv = [0f32; 8];
     for j in 0..8 {
         let r = 32 * j..32 * j + 32;
         let (xs, ws) = (&x[r.clone()], weights_or_ones(&w[r], &ONES));
-        let sw: f32 = ws.iter().sum();
-        let rms = (xs.iter().zip(ws).map(|(v, wt)| wt * v * v).sum::<f32>() / sw).sqrt();
-        if rms == 0.0 {
-            continue;
-        }
-        let mut codes = [0u16; 4];
-        let mut best = (f32::INFINITY, 0f32);
-        // Trial scales relative to the weighted RMS, and relative to the
-        // largest magnitude (the largest value on level 4..6: ggml's iq2
-        // trials), which suits sub-blocks dominated by a few important weights.
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let trials = (0..IQ2_TRIALS)
-            .map(|k| rms * (0.30 + 0.10 * k as f32))
-            .chain((0..5).map(|k| amax / (4.1 + 0.4 * k as f32)));
-        for s in trials {
-            let e = iq2_sub(xs, ws, s, &mut codes);
-            if e < best.0 {
-                best = (e, s);
-            }
-        }
-        iq2_sub(xs, ws, best.1, &mut codes);
-        let (s2, _) = iq2_refit(xs, ws, &codes);
-        if s2 > 0.0 && iq2_sub(xs, ws, s2, &mut codes) < best.0 {
-            best.1 = s2;
-        }
-        sub_s[j] = best.1;
+        let (s, _, c) = iq2_sub_scale(xs, ws);
+        sub_s[j] = s;
+        curv[j] = c;
     }
     *b = BlockIQ2::zeroed();
     let max = sub_s.iter().fold(0f32, |m, &v| m.max(v));
     if max == 0.0 {
         return;
     }
-    // Super-scale candidates at and somewhat below the largest sub-scale
-    // (that one then rounds to code 15 and the others' 4-bit steps move):
-    // the one with the smallest block error wins.
-    let mut best_blk = (f32::INFINITY, 0f32, [0u8; 8], [[0u16; 4]; 8]);
+    // Super-scale candidates: the error of each sub-block is modelled as
+    // `curv (s_q - s)^2` around its own best scale `s` (codes fixed), where
+    // `s_q` is its nearest 4-bit scale; candidates make some sub-block's
+    // scale exact (`d = 16 s / (q + 1)`) or sit at/below the largest. The
+    // best few by the model, and the largest, are evaluated exactly.
+    let model = |d: f32| -> f32 {
+        let mut t = 0f32;
+        for j in 0..8 {
+            let q = (sub_s[j] * 16.0 / d - 1.0).round().clamp(0.0, 15.0);
+            let e = d * (q + 1.0) / 16.0 - sub_s[j];
+            t += curv[j] * e * e;
+        }
+        t
+    };
+    let mut cands: Vec<(f32, f32)> = Vec::with_capacity(140);
+    let lo = max * 0.6;
+    for j in 0..8 {
+        if sub_s[j] <= 0.0 {
+            continue;
+        }
+        for q in 0..16 {
+            let d = sub_s[j] * 16.0 / (q as f32 + 1.0);
+            if d >= lo && d <= max * 1.07 {
+                let d = f16_le(to_f16_le(d));
+                cands.push((model(d), d));
+            }
+        }
+    }
     for f in [1.0f32, 0.96, 0.92] {
         let d = f16_le(to_f16_le(max * f));
+        cands.push((model(d), d));
+    }
+    cands.sort_by(|a, b| a.0.total_cmp(&b.0));
+    cands.dedup_by(|a, b| a.1 == b.1);
+    let mut eval: Vec<f32> = cands.iter().take(IQ2_SUPER).map(|c| c.1).collect();
+    let dmax = f16_le(to_f16_le(max));
+    if !eval.contains(&dmax) {
+        eval.push(dmax);
+    }
+    let mut best_blk = (f32::INFINITY, 0f32, [0u8; 8], [[0u16; 4]; 8]);
+    for d in eval {
         if d <= 0.0 {
             continue;
         }
@@ -583,6 +722,9 @@ fn quantize_iq2(x: &[f32], w: &[f32], b: &mut BlockIQ2) {
             tot += best.0;
             qs[j] = best.1;
             cs[j] = best.2;
+            if tot >= best_blk.0 {
+                break;
+            }
         }
         if tot < best_blk.0 {
             best_blk = (tot, d, qs, cs);
@@ -595,5 +737,58 @@ fn quantize_iq2(x: &[f32], w: &[f32], b: &mut BlockIQ2) {
         for g in 0..4 {
             b.qs[8 * j + 2 * g..8 * j + 2 * g + 2].copy_from_slice(&cs[j][g].to_le_bytes());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Brute force over the whole codebook.
+    fn nearest(t: &[f32; 8], w: &[f32], flip: usize) -> f32 {
+        (0..512)
+            .map(|g| {
+                (0..8)
+                    .map(|k| {
+                        let tk = if k == flip { -t[k] } else { t[k] };
+                        let c = crate::iq2_grid::grid_value(g, k) as f32;
+                        w[k] * (tk - c) * (tk - c)
+                    })
+                    .sum::<f32>()
+            })
+            .fold(f32::INFINITY, f32::min)
+    }
+
+    #[test]
+    fn iq2_magnitudes_rounds_to_the_nearest_level() {
+        // 1.9 is nearer to level 1 than to level 3: all ones (entry 0).
+        let t = [1.9, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
+        let g = iq2_magnitudes(&t, &[1.0; 8], 8).0;
+        assert_eq!(g, 0);
+    }
+
+    #[test]
+    fn iq2_magnitudes_is_the_weighted_nearest_codeword() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut u = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 11) as f32 / (1u64 << 53) as f32
+        };
+        let mut off = 0;
+        for i in 0..4000 {
+            let hi = L[2] * 1.3;
+            let t: [f32; 8] = core::array::from_fn(|_| u() * hi);
+            let w: Vec<f32> = (0..8).map(|_| 0.01 + u() * u() * 10.0).collect();
+            let flip = if i % 2 == 0 { 8 } else { i % 8 };
+            let (g, e) = iq2_magnitudes(&t, &w, flip);
+            let best = nearest(&t, &w, flip);
+            if e > best * (1.0 + 1e-4) + 1e-5 {
+                off += 1;
+            }
+            assert!(g < 512);
+        }
+        assert_eq!(off, 0, "{off} of 4000 groups missed the nearest codeword");
     }
 }

@@ -48,7 +48,7 @@ fn max_rel_rmse(dt: DType) -> f64 {
         DType::Q4K => 0.10,
         DType::Q3K => 0.20,
         DType::Q2K => 0.38,
-        DType::IQ2 => 0.37,
+        DType::IQ2 => 0.31,
         _ => unreachable!(),
     }
 }
