@@ -244,13 +244,16 @@ fn calibrated_conversion_has_lower_weighted_error() {
             .len(),
     );
     o.calibration = Some(path);
+    // Off by default: importance weighting only.
+    assert!(!o.layer_sensitivity);
+    let s = kompakt_converter::convert(&o, &mut |_| true).unwrap();
+    assert!(s.plan.unwrap().choices.iter().all(|c| c.sensitivity == 1.0));
+    assert!(s.file_size <= o.budget.unwrap());
+    o.layer_sensitivity = true;
     let s = kompakt_converter::convert(&o, &mut |_| true).unwrap();
     let plan = s.plan.unwrap();
     assert!(plan.choices.iter().any(|c| c.sensitivity != 1.0));
     assert!(s.file_size <= o.budget.unwrap());
-    o.layer_sensitivity = false;
-    let s = kompakt_converter::convert(&o, &mut |_| true).unwrap();
-    assert!(s.plan.unwrap().choices.iter().all(|c| c.sensitivity == 1.0));
 }
 
 /// A copy of tiny-mha with 4 decoder and 4 encoder layers (copies of the two

@@ -135,6 +135,54 @@ fn budget_is_respected_and_too_small_a_budget_is_refused() {
     assert!(!tiny.out.exists());
 }
 
+/// Without recipe rules the allocator keeps its floors even at the smallest
+/// budget that fits: embeddings and lm_head never `iq2`, the projector at
+/// `q8_0` or more, the audio encoder at `q4_k` or more; decoder layers do go
+/// down to `iq2`.
+#[test]
+fn default_type_floors_hold_at_the_smallest_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(&dir, "floor.kpk");
+    o.budget = Some(1);
+    let msg = match kompakt_converter::convert(&o, &mut |_| true) {
+        Err(ConvertError::Option(msg)) => msg,
+        other => panic!("expected a budget error, got {other:?}"),
+    };
+    // "even the smallest types give N bytes, ..."
+    let smallest: u64 = msg
+        .split_whitespace()
+        .skip_while(|w| *w != "give")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in `{msg}`"));
+    o.budget = Some(smallest);
+    let s = kompakt_converter::convert(&o, &mut |_| true).unwrap();
+    assert!(s.file_size <= smallest);
+    let plan = s.plan.unwrap();
+    let of = |name: &str| plan.dtype_of(name).unwrap();
+    // On the fixture's 64-wide rows iq2 is the smallest type (66 bytes per
+    // row against q8_0's 68), so without the floors these would take it.
+    for t in ["llm.embed.weight", "llm.lm_head.weight"] {
+        assert_ne!(of(t), DType::IQ2, "{t}");
+    }
+    assert!(matches!(of("projector.weight"), DType::Q8_0 | DType::F16));
+    for c in &plan.choices {
+        if c.kpk.starts_with("audio.") {
+            assert!(
+                matches!(c.dtype, DType::Q4K | DType::Q8_0 | DType::F16),
+                "{} {}",
+                c.kpk,
+                c.dtype
+            );
+        }
+    }
+    assert!(plan
+        .choices
+        .iter()
+        .any(|c| c.kpk.starts_with("llm.layers.") && c.dtype == DType::IQ2));
+    translate(&o.out);
+}
+
 #[test]
 fn recipe_rules_restrict_the_types_of_matching_tensors() {
     use kompakt_converter::recipe::Recipe;

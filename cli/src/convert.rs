@@ -59,10 +59,11 @@ pub struct ConvertArgs {
     /// quantization and allocation, and block influences for `auto:N` pruning
     #[arg(long)]
     pub calibration: Option<PathBuf>,
-    /// With --calibration and a budget, do not weigh tensor losses by their
-    /// layer's block influence (importance weighting only; an ablation)
+    /// With --calibration and a budget, also weigh tensor losses by their
+    /// layer's block influence (off by default: on the real-weight proxy it
+    /// made the allocation worse; importance weighting is always used)
     #[arg(long)]
-    pub no_layer_sensitivity: bool,
+    pub layer_sensitivity: bool,
 }
 
 /// `--drop-*-layers`: explicit source indices and an optional `auto:N`.
@@ -123,7 +124,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     (opts.drop_audio_layers, opts.drop_audio_auto) =
         layer_drops(&args.drop_audio_layers, "--drop-audio-layers")?;
     opts.calibration = args.calibration;
-    opts.layer_sensitivity = !args.no_layer_sensitivity;
+    opts.layer_sensitivity = args.layer_sensitivity;
     if let Some(name) = &args.recipe {
         let r = Recipe::load(name).with_context(|| format!("--recipe {name}"))?;
         if args.bin.is_none() && args.max_size.is_none() {

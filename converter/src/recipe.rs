@@ -20,9 +20,11 @@
 //! ```
 //!
 //! Patterns match `.kpk` tensor names (see `format-spec/FORMAT.md`) with `*`
-//! standing for any run of characters. Weight matrices no rule matches may
-//! take any of [`crate::plan::CANDIDATES`]. Options given on the command
-//! line override the recipe's.
+//! standing for any run of characters. Weight matrices no rule matches take
+//! [`crate::plan::default_candidates`] (all of [`crate::plan::CANDIDATES`]
+//! except `iq2` for embeddings and lm_head, at least `q8_0` for the
+//! projector and `q4_k` for the audio encoder); a matching rule replaces
+//! those defaults. Options given on the command line override the recipe's.
 use std::path::PathBuf;
 
 use kompakt_format::DType;
@@ -371,8 +373,17 @@ mod tests {
             r.types_for("llm.layers.0.mlp.up.weight"),
             Some(vec![DType::IQ2, DType::Q2K, DType::Q3K, DType::Q4K])
         );
+        for t in ["llm.embed.weight", "llm.lm_head.weight"] {
+            let types = r.types_for(t).unwrap();
+            assert!(!types.contains(&DType::IQ2), "{t}: {types:?}");
+        }
+        assert_eq!(
+            r.types_for("audio.layers.3.ffn.fc1.weight"),
+            Some(vec![DType::Q3K, DType::Q4K])
+        );
         let r = Recipe::preset("bin1").unwrap();
         assert_eq!(r.types_for("llm.layers.0.mlp.up.weight"), None);
+        assert_eq!(r.types_for("llm.lm_head.weight"), None);
         assert!(r.keep_vocab().is_none());
         let err = Recipe::preset("bin4").unwrap_err().to_string();
         assert!(err.contains("distilled"), "{err}");
