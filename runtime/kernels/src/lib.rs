@@ -226,8 +226,9 @@ fn row_q8_fn(t: &KernelTable, d: DType) -> RowQ8Fn {
 /// Fewest activation rows for which `matmul` uses the panel kernels of the
 /// K/IQ2 types (below, the row kernels are as fast: AVX2, Zen 4, 4096x4096).
 const PANEL_MIN_N: usize = 4;
-/// The same for Q8_0 (its panels convert the weight scales per panel).
-const PANEL_MIN_N_Q8_0: usize = 8;
+/// The same for Q8_0 (its panels convert the weight scales per panel; at
+/// n = 8 the row kernels were faster, at 12 and 16 the panels).
+const PANEL_MIN_N_Q8_0: usize = 12;
 
 fn gemm_q8_fn(t: &KernelTable, d: DType) -> Option<GemmQ8Fn> {
     match d {
@@ -258,11 +259,13 @@ fn run_panels<A: Sync>(w: &WeightRef, acts: &[&[A]], y: &mut [f32], f: PanelFn<A
     assert!(y.len() >= rows * n);
     let rb = w.row_bytes();
     let threads = rayon::current_num_threads().max(1);
-    // Activation rows per panel: up to 64 (their quantized rows stay in L2
-    // while the panel's weight rows stream past); weight rows per panel:
-    // ~96 KiB of weights, at least 4, fewer when that leaves too few panels
-    // for load balance.
-    let na = n.min(64);
+    // Activation rows per panel: ~256 KiB of quantized activations, at least
+    // 64 (they stay in L2 while the panel's weight rows stream past; more
+    // rows per panel = fewer repeats of the panel's weight unpacking);
+    // weight rows per panel: ~96 KiB of weights, at least 4, fewer when that
+    // leaves too few panels for load balance.
+    let arow = core::mem::size_of_val(acts[0]).max(1);
+    let na = n.min((256 * 1024 / arow).max(64));
     let ablocks = n.div_ceil(na);
     let mut nw = (96 * 1024 / rb.max(1)).clamp(4, 256).min(rows);
     while nw > 4 && rows.div_ceil(nw) * ablocks < 4 * threads {

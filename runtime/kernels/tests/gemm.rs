@@ -174,3 +174,41 @@ proptest! {
         }
     }
 }
+
+/// Several activation panels and several weight panels (n above the panel
+/// height of ~256 KiB of quantized activations, rows not a multiple of the
+/// panel width), 1 and 3 threads.
+#[test]
+fn matmul_many_panels_match_scalar() {
+    let (rows, cols, n) = (37, 2048, 250);
+    let mut rng = Rng(5);
+    let w = weights(&mut rng, rows, cols, 1.0);
+    let x = rng.gvec(n * cols);
+    let xmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for dt in QTYPES {
+            let q = quantize(dt, &w, rows, cols, None).unwrap();
+            let wr = WeightRef::new(dt, &q, rows, cols).unwrap();
+            let mut ys = vec![f32::NAN; n * rows];
+            let mut yb = vec![f32::NAN; n * rows];
+            pool.install(|| {
+                matmul_with(scalar_kernels(), &wr, &x, n, &mut ys);
+                matmul_with(best_kernels(), &wr, &x, n, &mut yb);
+            });
+            for i in 0..n {
+                for r in 0..rows {
+                    let (p, v) = (ys[i * rows + r], yb[i * rows + r]);
+                    let tol = 2e-2 * mag(&w, cols, r, xmax) / 127.0 + 1e-6;
+                    assert!(
+                        (p - v).abs() <= tol,
+                        "{dt} t={threads} y[{i}][{r}]: {p} vs {v}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -345,13 +345,13 @@ fn tiles<const RM: usize, const RN: usize>(
     }
 }
 
-/// Q8_0 panel: micro-tiles of [`Q8_MR`] weight rows x [`Q8_NR`] activation
-/// rows, one accumulator of 8 f32 lanes per pair. Per 32-block: the weight
-/// blocks are loaded once, each activation block once (`|x|` once), then per
-/// pair `psignb` (weight sign taken from `x`), `maddubs`, `madd`, convert,
-/// one `mul` for `d_w * d_x` and one FMA. The weight scales are converted
-/// from f16 once per panel into 8-lane vectors (so the product is one vector
-/// `mul` with a memory operand, not a scalar multiply and a broadcast).
+/// Q8_0 panel: micro-tiles of 2 weight rows x 4 activation rows
+/// ([`q8_0_mk_h`]). Per 32-block: the weight blocks are loaded once, each
+/// activation block once (`|x|` once), then per pair `psignb` (weight sign
+/// taken from `x`), `maddubs`, `madd`; the four pairs of a weight row are
+/// summed with `phaddd` and scaled with one convert, `mul` and FMA. The
+/// weight scales are converted from f16 once per panel into 8-lane vectors,
+/// the activation scales laid out 4 rows side by side per block.
 pub fn gemm_q8_0(w: &[u8], nw: usize, a: &[&[BlockQ8A32]], out: &mut [f32]) {
     if a.is_empty() {
         return;
@@ -365,36 +365,37 @@ pub fn gemm_q8_0(w: &[u8], nw: usize, a: &[&[BlockQ8A32]], out: &mut [f32]) {
         );
     }
     let blocks: &[BlockQ8_0] = cast_slice(w);
-    let dw: Vec<[f32; 8]> = blocks.iter().map(|b| [f16x1_safe(b.d); 8]).collect();
+    // SAFETY: this table is installed only when avx2/fma/f16c were detected.
+    let dw = unsafe { q8_0_scales(blocks) };
     let na = a.len();
-    tiles::<Q8_MR, Q8_NR>(nw, na, |i0, rm, j0, rn| {
+    // Activation scales of each group of 4 rows side by side per block
+    // (the last row repeated in a partial group).
+    let groups = na.div_ceil(4);
+    let mut dx4 = vec![[0f32; 4]; groups * nb];
+    for g in 0..groups {
+        for k in 0..nb {
+            dx4[g * nb + k] = core::array::from_fn(|t| a[(4 * g + t).min(na - 1)][k].d);
+        }
+    }
+    tiles::<2, 4>(nw, na, |i0, rm, j0, rn| {
         let wp = |i: usize| blocks[(i0 + i.min(rm - 1)) * nb..].as_ptr();
         let dp = |i: usize| dw[(i0 + i.min(rm - 1)) * nb..].as_ptr();
         let ap = |j: usize| a[j0 + j.min(rn - 1)].as_ptr();
+        let aq: [_; 4] = core::array::from_fn(ap);
+        let xs = dx4[(j0 / 4) * nb..].as_ptr();
         let mut o = [[0f32; 4]; 4];
-        let wq: [_; Q8_MR] = core::array::from_fn(wp);
-        let dq: [_; Q8_MR] = core::array::from_fn(dp);
-        let aq: [_; Q8_NR] = core::array::from_fn(ap);
-        // SAFETY: avx2/fma/f16c were detected (this table is installed only
-        // then); every pointer has nb blocks / scales (rows of the panel,
-        // activation rows checked above); rows past rm / rn repeat the last
-        // one (valid reads, results discarded).
+        // SAFETY: avx2/fma/f16c were detected (this table is installed
+        // only then); every pointer has nb blocks / scales (rows of the
+        // panel, activation rows checked above, dx4 has nb entries per
+        // group); rows past rm / rn repeat the last one (valid reads,
+        // results discarded).
         unsafe {
-            if rm == Q8_MR && rn > Q8_NR / 2 {
-                q8_0_mk::<Q8_MR, Q8_NR>(wq, dq, aq, nb, &mut o)
-            } else if rm == Q8_MR {
-                let a2: [_; Q8_NR / 2] = core::array::from_fn(ap);
-                q8_0_mk::<Q8_MR, { Q8_NR / 2 }>(wq, dq, a2, nb, &mut o)
-            } else if rm > Q8_MR / 2 || rn > Q8_NR / 2 {
-                q8_0_mk::<Q8_MR, Q8_NR>(wq, dq, aq, nb, &mut o)
+            if rm == 2 {
+                q8_0_mk_h::<2>([wp(0), wp(1)], [dp(0), dp(1)], aq, xs, nb, &mut o)
             } else {
-                let w2: [_; Q8_MR / 2] = core::array::from_fn(wp);
-                let d2: [_; Q8_MR / 2] = core::array::from_fn(dp);
-                let a2: [_; Q8_NR / 2] = core::array::from_fn(ap);
-                q8_0_mk::<{ Q8_MR / 2 }, { Q8_NR / 2 }>(w2, d2, a2, nb, &mut o)
+                q8_0_mk_h::<1>([wp(0)], [dp(0)], aq, xs, nb, &mut o)
             }
         }
-        // Partial tiles ran with repeated rows: keep rm x rn.
         for j in 0..rn {
             for i in 0..rm {
                 out[(j0 + j) * nw + i0 + i] = o[j][i];
@@ -403,54 +404,83 @@ pub fn gemm_q8_0(w: &[u8], nw: usize, a: &[&[BlockQ8A32]], out: &mut [f32]) {
     });
 }
 
-/// Micro-tile of the Q8_0 panels: weight rows x activation rows. 2x3 was
-/// the fastest of 2x4, 4x2, 3x2, 2x3 on Zen 4 (the larger ones spill
-/// accumulators: 16 vector registers).
-const Q8_MR: usize = 2;
-const Q8_NR: usize = 3;
-
-/// One f16 scale to f32 (F16C), callable from safe code of this table.
-fn f16x1_safe(p: [u8; 2]) -> f32 {
-    // SAFETY: this table is installed only when f16c was detected.
-    unsafe { f16x1(p) }
-}
-
+/// Q8_0 micro-kernel of `RM` weight rows x 4 activation rows that sums the
+/// four pairs' i32 vectors of a weight row with three `phaddd` before the
+/// float work: one convert, one `mul` and one FMA per weight row and block
+/// instead of four (lanes: activation row `j` in lanes `j` and `4 + j`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0_mk<const RM: usize, const RN: usize>(
+unsafe fn q8_0_mk_h<const RM: usize>(
     w: [*const BlockQ8_0; RM],
     dw: [*const [f32; 8]; RM],
-    a: [*const BlockQ8A32; RN],
+    a: [*const BlockQ8A32; 4],
+    dx4: *const [f32; 4],
     nb: usize,
     out: &mut [[f32; 4]; 4],
 ) {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); RM]; RN];
+    let mut acc = [_mm256_setzero_ps(); RM];
     // SAFETY: the caller guarantees nb readable blocks / scales behind every pointer.
     unsafe {
         for k in 0..nb {
             let wv: [__m256i; RM] = core::array::from_fn(|i| loadu((*w[i].add(k)).qs.as_ptr()));
-            for j in 0..RN {
-                let blk = a[j].add(k);
-                let x = loadu((*blk).qs.as_ptr());
-                let ax = _mm256_sign_epi8(x, x);
-                let dx = _mm256_broadcast_ss(&(*blk).d);
+            let dot = |i: usize, x: __m256i, ax: __m256i| {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[i], x)), ones)
+            };
+            let mut h01 = [_mm256_setzero_si256(); RM];
+            let mut h23 = [_mm256_setzero_si256(); RM];
+            for jp in 0..2 {
+                let x0 = loadu((*a[2 * jp].add(k)).qs.as_ptr());
+                let x1 = loadu((*a[2 * jp + 1].add(k)).qs.as_ptr());
+                let (ax0, ax1) = (_mm256_sign_epi8(x0, x0), _mm256_sign_epi8(x1, x1));
                 for i in 0..RM {
-                    let p = _mm256_madd_epi16(
-                        _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[i], x)),
-                        ones,
-                    );
-                    let s = _mm256_mul_ps(dx, _mm256_loadu_ps((*dw[i].add(k)).as_ptr()));
-                    acc[j][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, acc[j][i]);
+                    let h = _mm256_hadd_epi32(dot(i, x0, ax0), dot(i, x1, ax1));
+                    if jp == 0 {
+                        h01[i] = h;
+                    } else {
+                        h23[i] = h;
+                    }
                 }
+            }
+            let dx = _mm256_broadcast_ps(&*(dx4.add(k) as *const __m128));
+            for i in 0..RM {
+                let p = _mm256_cvtepi32_ps(_mm256_hadd_epi32(h01[i], h23[i]));
+                let s = _mm256_mul_ps(dx, _mm256_loadu_ps((*dw[i].add(k)).as_ptr()));
+                acc[i] = _mm256_fmadd_ps(p, s, acc[i]);
+            }
+        }
+        for i in 0..RM {
+            let mut v = [0f32; 8];
+            _mm256_storeu_ps(v.as_mut_ptr(), acc[i]);
+            for j in 0..4 {
+                out[j][i] = v[j] + v[4 + j];
             }
         }
     }
-    for j in 0..RN {
-        for i in 0..RM {
-            out[j][i] = hsum(acc[j][i]);
+}
+
+/// The f16 scales of Q8_0 blocks as 8-lane f32 vectors (F16C, 8 at a time).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_scales(blocks: &[BlockQ8_0]) -> Vec<[f32; 8]> {
+    let mut dw = vec![[0f32; 8]; blocks.len()];
+    for (bc, dc) in blocks.chunks(8).zip(dw.chunks_mut(8)) {
+        let mut h = [0u16; 8];
+        for (v, b) in h.iter_mut().zip(bc) {
+            *v = u16::from_le_bytes(b.d);
+        }
+        let mut f = [0f32; 8];
+        // SAFETY: h holds 8 u16 (16 bytes) and f 8 f32.
+        unsafe {
+            _mm256_storeu_ps(
+                f.as_mut_ptr(),
+                _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i)),
+            )
+        };
+        for (d, v) in dc.iter_mut().zip(f) {
+            *d = [v; 8];
         }
     }
+    dw
 }
 
 /// One weight super-block (256 weights) of a K or IQ2 type unpacked for the
