@@ -160,6 +160,63 @@ pub fn matvec_secs(
     })
 }
 
+/// Seconds per mat-mat `Y = X W^T` (`n` f32 activation rows) with ggml's
+/// own CPU path: one `ggml_mul_mat` node in a graph computed by
+/// `ggml_graph_compute` on `threads` of ggml's threads (llamafile's tinyBLAS
+/// where it applies, else ggml's `vec_dot`/`gemm` loops), including the
+/// quantization of `X` to the type's `vec_dot_type`, as kompakt's `matmul`.
+/// One untimed run, then best of `reps` runs and at least `min_s` seconds.
+#[allow(clippy::too_many_arguments)]
+pub fn matmat_secs(
+    ty: sys::ggml_type,
+    data: &[u8],
+    rows: usize,
+    cols: usize,
+    n: usize,
+    threads: usize,
+    reps: usize,
+    min_s: f64,
+) -> f64 {
+    let rb = row_bytes(ty, cols);
+    assert!(data.len() >= rows * rb);
+    let mut x = crate::gaussian(2, n * cols);
+    let mut y = vec![0f32; n * rows];
+    // SAFETY: the context only holds tensor and graph headers (no_alloc);
+    // every tensor's data points at a live buffer of its full size (weights
+    // rows*rb bytes, x n*cols f32, y n*rows f32) that outlives the compute
+    // calls; the work buffer has the planned size.
+    unsafe {
+        let mem = sys::ggml_tensor_overhead() * 8 + sys::ggml_graph_overhead() + 4096;
+        let ctx = sys::ggml_init(sys::ggml_init_params {
+            mem_size: mem,
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        });
+        assert!(!ctx.is_null());
+        let wt = sys::ggml_new_tensor_2d(ctx, ty, cols as i64, rows as i64);
+        let xt = sys::ggml_new_tensor_2d(ctx, sys::GGML_TYPE_F32, cols as i64, n as i64);
+        (*wt).data = data.as_ptr() as *mut c_void;
+        (*xt).data = x.as_mut_ptr() as *mut c_void;
+        let yt = sys::ggml_mul_mat(ctx, wt, xt);
+        (*yt).data = y.as_mut_ptr() as *mut c_void;
+        let gf = sys::ggml_new_graph(ctx);
+        sys::ggml_build_forward_expand(gf, yt);
+        let mut plan = sys::ggml_graph_plan(gf, threads as i32, std::ptr::null_mut());
+        let mut work = vec![0u8; plan.work_size + 64];
+        plan.work_data = work.as_mut_ptr();
+        let s = crate::time_best(
+            || {
+                let st = sys::ggml_graph_compute(gf, &mut plan);
+                assert_eq!(st, sys::GGML_STATUS_SUCCESS);
+            },
+            reps,
+            min_s,
+        );
+        sys::ggml_free(ctx);
+        s
+    }
+}
+
 /// A full-size ggml weight made by repeating 64 quantized rows.
 pub fn weight(ty: sys::ggml_type, rows: usize, cols: usize) -> Vec<u8> {
     let s = 64.min(rows);

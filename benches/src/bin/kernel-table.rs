@@ -7,7 +7,9 @@
 //!
 //! Filters for focused runs: `KT_TYPES=q3_k,q2_k` (kompakt dtype names) and
 //! `KT_SHAPES=4096x4096,156032x4096` (rows x cols); `KT_NO_MATMAT=1` skips
-//! the mat-mat table; `KT_NO_BW=1` skips the bandwidth probe.
+//! the mat-mat table, `KT_NO_MATVEC=1` the mat-vec one; `KT_NO_BW=1` skips the
+//! bandwidth probe; `KT_MM_N=64,256,512` sets the mat-mat activation rows,
+//! `KT_MM_REPS=10` its timed runs per cell, `KT_MM_THREADS=1` skips its 2t columns.
 //!
 //! Both libraries' timings include quantizing the activation row (kompakt to
 //! Q8K, or Q8A32 for Q8_0, inside `matmul`; ggml to its `vec_dot_type` with
@@ -63,7 +65,9 @@ fn main() {
         None => shapes,
     };
     let mut lines = Vec::new();
-    for &(name, rows, cols) in &shapes {
+    // `KT_NO_MATVEC=1`: only the mat-mat table.
+    let no_matvec = std::env::var("KT_NO_MATVEC").is_ok_and(|v| v == "1");
+    for &(name, rows, cols) in shapes.iter().filter(|_| !no_matvec) {
         for &dt in &types {
             let data = kompakt_weight(dt, rows, cols);
             let w = WeightRef::new(dt, &data, rows, cols).unwrap();
@@ -134,26 +138,72 @@ fn main() {
     if std::env::var("KT_NO_MATMAT").is_ok_and(|v| v == "1") {
         return;
     }
-    println!("\n## Mat-mat (prefill / encoder), GFLOP/s, 2 threads\n");
-    println!("| shape | type | n | GFLOP/s |");
-    println!("|---|---|---|---|");
-    let ns: &[usize] = if short { &[64] } else { &[64, 256] };
-    let mshapes: Vec<_> = if short {
+    // `KT_MM_N=64,256,512`: activation rows of the mat-mat table.
+    let ns: Vec<usize> = match env_list("KT_MM_N") {
+        Some(v) => v.iter().filter_map(|s| s.parse().ok()).collect(),
+        None if short => vec![64],
+        None => vec![64, 256],
+    };
+    // `KT_MM_REPS=10`: timed runs per mat-mat cell (best of; default 3).
+    let mm_reps: usize = std::env::var("KT_MM_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(reps.min(3));
+    // `KT_MM_THREADS=1`: only the 1-thread columns (2t shown as NaN).
+    let mm_1t = std::env::var("KT_MM_THREADS").is_ok_and(|v| v == "1");
+    let mshapes: Vec<_> = if std::env::var("KT_SHAPES").is_ok() {
+        shapes.clone()
+    } else if short {
         vec![SHAPES[3]]
     } else {
         vec![SHAPES[0], SHAPES[3]]
     };
+    println!("\n## Mat-mat (prefill / encoder), GFLOP/s (best of runs), activation quantization included\n");
+    println!("| shape | type | n | kompakt 1t | kompakt 2t | ggml type | ggml 1t | ggml 2t | k/g 1t / 2t |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &(name, rows, cols) in &mshapes {
-        for dt in [DType::Q4K, DType::Q8_0, DType::IQ2, DType::F16] {
+        for &dt in &types {
             let data = kompakt_weight(dt, rows, cols);
             let w = WeightRef::new(dt, &data, rows, cols).unwrap();
-            for &n in ns {
-                let s = kompakt_matmul_secs(&w, n, 2, reps.min(3));
-                println!(
-                    "| {name} | {} | {n} | {:.1} |",
-                    dt.name(),
-                    2.0 * (rows * cols * n) as f64 / s / 1e9
-                );
+            #[allow(unused_mut)]
+            // (name, ggml_type, weights); ggml_type is a C `unsigned int`.
+            let mut gw: Vec<(&str, u32, Vec<u8>)> = Vec::new();
+            #[cfg(feature = "ggml")]
+            for (gname, ty) in ggml::peers(dt) {
+                gw.push((gname, ty, ggml::weight(ty, rows, cols)));
+            }
+            for &n in &ns {
+                let flop = 2.0 * (rows * cols * n) as f64 / 1e9;
+                let k1 = flop / kompakt_matmul_secs(&w, n, 1, mm_reps);
+                let k2 = if mm_1t {
+                    f64::NAN
+                } else {
+                    flop / kompakt_matmul_secs(&w, n, 2, mm_reps)
+                };
+                let row = |g: &str, g1: f64, g2: f64| {
+                    println!(
+                        "| {name} | {} | {n} | {k1:.1} | {k2:.1} | {g} | {g1:.1} | {g2:.1} | {:.2} / {:.2} |",
+                        dt.name(),
+                        k1 / g1,
+                        k2 / g2
+                    )
+                };
+                if gw.is_empty() {
+                    row("-", f64::NAN, f64::NAN);
+                }
+                #[allow(unused_variables)]
+                for (gname, ty, gd) in &gw {
+                    #[cfg(feature = "ggml")]
+                    {
+                        let g1 = flop / ggml::matmat_secs(*ty, gd, rows, cols, n, 1, mm_reps, 0.2);
+                        let g2 = if mm_1t {
+                            f64::NAN
+                        } else {
+                            flop / ggml::matmat_secs(*ty, gd, rows, cols, n, 2, mm_reps, 0.2)
+                        };
+                        row(gname, g1, g2);
+                    }
+                }
             }
         }
     }

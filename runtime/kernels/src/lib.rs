@@ -30,7 +30,10 @@ pub mod x86_64;
 pub mod aarch64;
 
 pub use kompakt_format::DType;
-pub use table::{best_kernels, kernels, scalar_kernels, KernelTable, RowF32Fn, RowQ8Fn, RowQ8_0Fn};
+pub use table::{
+    best_kernels, kernels, scalar_kernels, GemmQ8Fn, GemmQ8_0Fn, KernelTable, RowF32Fn, RowQ8Fn,
+    RowQ8_0Fn,
+};
 
 use blocks::{BlockQ8A32, BlockQ8K};
 use rayon::prelude::*;
@@ -137,8 +140,12 @@ pub fn q8a32_blocks(cols: usize) -> usize {
 
 /// `y[i*rows + r] = sum_c x[i*cols + c] * W[r, c]` for `i in 0..n`.
 ///
-/// Runs on rayon's current pool, split over output rows; for `n > 1` each
-/// weight row tile is decoded once for every group of 4 activation rows.
+/// Runs on rayon's current pool. With few activation rows (decode), split
+/// over output rows, each weight row decoded once per group of up to 4
+/// activation rows; with more (prefill, audio encoder) and a table with
+/// panel kernels, a 2-D split into panels of weight rows x activation rows,
+/// each panel register-blocked (see [`GemmQ8Fn`]) and written straight
+/// into `y`.
 /// Panics if `x` or `y` are shorter than `n*cols` / `n*rows`.
 pub fn matmul(w: &WeightRef, x: &[f32], n: usize, y: &mut [f32]) {
     matmul_with(kernels(), w, x, n, y)
@@ -185,7 +192,10 @@ pub fn matmul_with(t: &KernelTable, w: &WeightRef, x: &[f32], n: usize, y: &mut 
                 .zip(x[..n * cols].par_chunks(cols))
                 .for_each(|(a, xr)| (t.quantize_q8a32)(xr, a));
             let acts: Vec<&[BlockQ8A32]> = act.chunks(nb).collect();
-            run_rows(w, &acts, y, t.row_q8_0);
+            match t.gemm_q8_0 {
+                Some(g) if n >= PANEL_MIN_N_Q8_0 => run_panels(w, &acts, y, g),
+                _ => run_rows(w, &acts, y, t.row_q8_0),
+            }
         }
         _ => {
             let f = row_q8_fn(t, w.dtype);
@@ -195,7 +205,10 @@ pub fn matmul_with(t: &KernelTable, w: &WeightRef, x: &[f32], n: usize, y: &mut 
                 .zip(x[..n * cols].par_chunks(cols))
                 .for_each(|(a, xr)| (t.quantize_q8k)(xr, a));
             let acts: Vec<&[BlockQ8K]> = act.chunks(nb).collect();
-            run_rows(w, &acts, y, f);
+            match gemm_q8_fn(t, w.dtype) {
+                Some(g) if n >= PANEL_MIN_N => run_panels(w, &acts, y, g),
+                _ => run_rows(w, &acts, y, f),
+            }
         }
     }
 }
@@ -208,6 +221,86 @@ fn row_q8_fn(t: &KernelTable, d: DType) -> RowQ8Fn {
         DType::IQ2 => t.row_iq2,
         _ => unreachable!(),
     }
+}
+
+/// Fewest activation rows for which `matmul` uses the panel kernels of the
+/// K/IQ2 types (below, the row kernels are as fast: AVX2, Zen 4, 4096x4096).
+const PANEL_MIN_N: usize = 4;
+/// The same for Q8_0 (its panels convert the weight scales per panel; at
+/// n = 8 the row kernels were faster, at 12 and 16 the panels).
+const PANEL_MIN_N_Q8_0: usize = 12;
+
+fn gemm_q8_fn(t: &KernelTable, d: DType) -> Option<GemmQ8Fn> {
+    match d {
+        DType::Q4K => t.gemm_q4k,
+        DType::Q3K => t.gemm_q3k,
+        DType::Q2K => t.gemm_q2k,
+        DType::IQ2 => t.gemm_iq2,
+        _ => None,
+    }
+}
+
+/// A panel kernel over activation blocks `A` ([`GemmQ8Fn`], [`GemmQ8_0Fn`]).
+type PanelFn<A> = fn(&[u8], usize, &[&[A]], &mut [f32]);
+
+/// `y` as a raw pointer shared by the panel tasks (each writes its own
+/// disjoint rectangle).
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint elements only (see `run_panels`).
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+/// Mat-mat driver for the panel kernels: a 2-D split of (weight rows x
+/// activation rows) into panels run in parallel; each panel's result goes
+/// straight into its rectangle of `y` (no [rows, n] transpose buffer).
+fn run_panels<A: Sync>(w: &WeightRef, acts: &[&[A]], y: &mut [f32], f: PanelFn<A>) {
+    let (rows, n) = (w.rows, acts.len());
+    assert!(y.len() >= rows * n);
+    let rb = w.row_bytes();
+    let threads = rayon::current_num_threads().max(1);
+    // Activation rows per panel: ~256 KiB of quantized activations, at least
+    // 64 (they stay in L2 while the panel's weight rows stream past; more
+    // rows per panel = fewer repeats of the panel's weight unpacking);
+    // weight rows per panel: ~96 KiB of weights, at least 4, fewer when that
+    // leaves too few panels for load balance.
+    let arow = core::mem::size_of_val(acts[0]).max(1);
+    let na = n.min((256 * 1024 / arow).max(64));
+    let ablocks = n.div_ceil(na);
+    let mut nw = (96 * 1024 / rb.max(1)).clamp(4, 256).min(rows);
+    while nw > 4 && rows.div_ceil(nw) * ablocks < 4 * threads {
+        nw = (nw / 2).max(4);
+    }
+    let nw = nw.max(1);
+    let rblocks = rows.div_ceil(nw);
+    let yp = OutPtr(y.as_mut_ptr());
+    (0..rblocks * ablocks).into_par_iter().for_each(|t| {
+        // Capture the whole `OutPtr` (Sync), not its raw-pointer field.
+        let yp = &yp;
+        // Consecutive tasks share one weight panel.
+        let (ri, ai) = (t / ablocks, t % ablocks);
+        let (r0, a0) = (ri * nw, ai * na);
+        let (pw, pa) = (nw.min(rows - r0), na.min(n - a0));
+        let mut buf = vec![0f32; pw * pa];
+        f(
+            &w.data[r0 * rb..(r0 + pw) * rb],
+            pw,
+            &acts[a0..a0 + pa],
+            &mut buf,
+        );
+        for j in 0..pa {
+            // SAFETY: y has rows*n elements (asserted); this task alone writes
+            // y[(a0+j)*rows + r0 .. + pw] (its weight-row and activation-row
+            // ranges are disjoint from every other task's rectangle).
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    buf.as_ptr().add(j * pw),
+                    yp.0.add((a0 + j) * rows + r0),
+                    pw,
+                );
+            }
+        }
+    });
 }
 
 /// Shared driver: tiles of weight rows in parallel; within a tile, groups of

@@ -21,6 +21,11 @@ pub static TABLE: KernelTable = KernelTable {
     row_iq2,
     quantize_q8k,
     quantize_q8a32,
+    gemm_q8_0: None,
+    gemm_q4k: None,
+    gemm_q3k: None,
+    gemm_q2k: None,
+    gemm_iq2: None,
 };
 
 /// `sum a[i] * b[i]` (8 partial sums, like the SIMD versions).

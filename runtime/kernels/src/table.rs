@@ -13,6 +13,14 @@ pub type RowQ8Fn = fn(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]);
 /// activation rows quantized to [`BlockQ8A32`] (one block per weight block).
 pub type RowQ8_0Fn = fn(row: &[u8], a: &[&[BlockQ8A32]], out: &mut [f32]);
 
+/// Panel kernel for mat-mat: `out[j * nw + i]` = weight row `i` (of the `nw`
+/// rows stored back to back in `w`, `w.len() / nw` bytes each) dotted with
+/// activation row `j` of `a` (any count); `out.len() >= nw * a.len()`.
+/// Register-blocked over several weight and activation rows.
+pub type GemmQ8Fn = fn(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]);
+/// [`GemmQ8Fn`] for Q8_0 weights with [`BlockQ8A32`] activations.
+pub type GemmQ8_0Fn = fn(w: &[u8], nw: usize, a: &[&[BlockQ8A32]], out: &mut [f32]);
+
 /// Function pointers for every kernel, for one instruction set.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelTable {
@@ -28,6 +36,13 @@ pub struct KernelTable {
     pub row_q3k: RowQ8Fn,
     pub row_q2k: RowQ8Fn,
     pub row_iq2: RowQ8Fn,
+    /// Mat-mat panel kernels (`None`: `matmul` calls the row kernels with
+    /// up to 4 activation rows per weight row).
+    pub gemm_q8_0: Option<GemmQ8_0Fn>,
+    pub gemm_q4k: Option<GemmQ8Fn>,
+    pub gemm_q3k: Option<GemmQ8Fn>,
+    pub gemm_q2k: Option<GemmQ8Fn>,
+    pub gemm_iq2: Option<GemmQ8Fn>,
     /// Quantizes one activation row (any length) to `ceil(len/256)` blocks.
     pub quantize_q8k: fn(&[f32], &mut [BlockQ8K]),
     /// Quantizes one activation row (any length) to `ceil(len/32)` blocks
@@ -48,16 +63,33 @@ pub fn best_kernels() -> &'static KernelTable {
 
 /// The table every public entry point uses: [`best_kernels`], or the scalar
 /// one when the environment variable `KOMPAKT_FORCE_SCALAR` is `1`/`true`.
+/// `KOMPAKT_NO_PANELS=1` drops the mat-mat panel kernels (`gemm_*`), so
+/// `matmul` uses the per-row kernels for every `n` (A/B comparisons).
 pub fn kernels() -> &'static KernelTable {
     static CHOSEN: OnceLock<&'static KernelTable> = OnceLock::new();
+    static NO_PANELS: OnceLock<KernelTable> = OnceLock::new();
     CHOSEN.get_or_init(|| {
-        let force = std::env::var("KOMPAKT_FORCE_SCALAR")
-            .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
-            .unwrap_or(false);
-        if force {
+        let flag = |k: &str| {
+            std::env::var(k)
+                .map(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+                .unwrap_or(false)
+        };
+        let t = if flag("KOMPAKT_FORCE_SCALAR") {
             scalar_kernels()
         } else {
             best_kernels()
+        };
+        if flag("KOMPAKT_NO_PANELS") {
+            NO_PANELS.get_or_init(|| KernelTable {
+                gemm_q8_0: None,
+                gemm_q4k: None,
+                gemm_q3k: None,
+                gemm_q2k: None,
+                gemm_iq2: None,
+                ..*t
+            })
+        } else {
+            t
         }
     })
 }

@@ -25,6 +25,11 @@ pub static TABLE: KernelTable = KernelTable {
     row_iq2: row_iq2::<false>,
     quantize_q8k: scalar::quantize_q8k,
     quantize_q8a32: scalar::quantize_q8a32,
+    gemm_q8_0: None,
+    gemm_q4k: None,
+    gemm_q3k: None,
+    gemm_q2k: None,
+    gemm_iq2: None,
 };
 
 pub static TABLE_DOTPROD: KernelTable = KernelTable {

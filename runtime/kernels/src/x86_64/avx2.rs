@@ -21,6 +21,11 @@ pub static TABLE: KernelTable = KernelTable {
     row_q3k,
     row_q2k,
     row_iq2,
+    gemm_q8_0: Some(gemm_q8_0),
+    gemm_q4k: Some(gemm_q4k),
+    gemm_q3k: Some(gemm_q3k),
+    gemm_q2k: Some(gemm_q2k),
+    gemm_iq2: Some(gemm_iq2),
     quantize_q8k,
     quantize_q8a32,
 };
@@ -304,6 +309,487 @@ unsafe fn q8_0_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8A32]], out: &mut 
     for r in 0..NR {
         out[r] = hsum(_mm256_add_ps(acc0[r], acc1[r]));
     }
+}
+
+/// Checks a panel: `nw` rows of `w.len() / nw` bytes, whole blocks of
+/// `block` bytes; returns (bytes per row, blocks per row).
+fn panel_shape(w: &[u8], nw: usize, block: usize, na: usize, out: &[f32]) -> (usize, usize) {
+    assert!(
+        nw > 0 && w.len().is_multiple_of(nw),
+        "panel of {nw} rows, {} bytes",
+        w.len()
+    );
+    let rb = w.len() / nw;
+    assert!(
+        rb.is_multiple_of(block),
+        "row of {rb} bytes is not whole blocks of {block}"
+    );
+    assert!(out.len() >= nw * na, "panel output too short");
+    (rb, rb / block)
+}
+
+/// Calls `mk(i0, rm, j0, rn)` over the panel in micro-tiles of up to `RM`
+/// weight rows x `RN` activation rows: activation rows outer (their blocks
+/// stay in L1 while the weight rows of the panel pass).
+#[inline(always)]
+fn tiles<const RM: usize, const RN: usize>(
+    nw: usize,
+    na: usize,
+    mut mk: impl FnMut(usize, usize, usize, usize),
+) {
+    for j0 in (0..na).step_by(RN) {
+        let rn = RN.min(na - j0);
+        for i0 in (0..nw).step_by(RM) {
+            mk(i0, RM.min(nw - i0), j0, rn);
+        }
+    }
+}
+
+/// Q8_0 panel: micro-tiles of 2 weight rows x 4 activation rows
+/// ([`q8_0_mk_h`]). Per 32-block: the weight blocks are loaded once, each
+/// activation block once (`|x|` once), then per pair `psignb` (weight sign
+/// taken from `x`), `maddubs`, `madd`; the four pairs of a weight row are
+/// summed with `phaddd` and scaled with one convert, `mul` and FMA. The
+/// weight scales are converted from f16 once per panel into 8-lane vectors,
+/// the activation scales laid out 4 rows side by side per block.
+pub fn gemm_q8_0(w: &[u8], nw: usize, a: &[&[BlockQ8A32]], out: &mut [f32]) {
+    if a.is_empty() {
+        return;
+    }
+    let (_, nb) = panel_shape(w, nw, size_of::<BlockQ8_0>(), a.len(), out);
+    for ar in a {
+        assert!(
+            ar.len() >= nb,
+            "activation row has {} blocks, need {nb}",
+            ar.len()
+        );
+    }
+    let blocks: &[BlockQ8_0] = cast_slice(w);
+    // SAFETY: this table is installed only when avx2/fma/f16c were detected.
+    let dw = unsafe { q8_0_scales(blocks) };
+    let na = a.len();
+    // Activation scales of each group of 4 rows side by side per block
+    // (the last row repeated in a partial group).
+    let groups = na.div_ceil(4);
+    let mut dx4 = vec![[0f32; 4]; groups * nb];
+    for g in 0..groups {
+        for k in 0..nb {
+            dx4[g * nb + k] = core::array::from_fn(|t| a[(4 * g + t).min(na - 1)][k].d);
+        }
+    }
+    tiles::<2, 4>(nw, na, |i0, rm, j0, rn| {
+        let wp = |i: usize| blocks[(i0 + i.min(rm - 1)) * nb..].as_ptr();
+        let dp = |i: usize| dw[(i0 + i.min(rm - 1)) * nb..].as_ptr();
+        let ap = |j: usize| a[j0 + j.min(rn - 1)].as_ptr();
+        let aq: [_; 4] = core::array::from_fn(ap);
+        let xs = dx4[(j0 / 4) * nb..].as_ptr();
+        let mut o = [[0f32; 4]; 4];
+        // SAFETY: avx2/fma/f16c were detected (this table is installed
+        // only then); every pointer has nb blocks / scales (rows of the
+        // panel, activation rows checked above, dx4 has nb entries per
+        // group); rows past rm / rn repeat the last one (valid reads,
+        // results discarded).
+        unsafe {
+            if rm == 2 {
+                q8_0_mk_h::<2>([wp(0), wp(1)], [dp(0), dp(1)], aq, xs, nb, &mut o)
+            } else {
+                q8_0_mk_h::<1>([wp(0)], [dp(0)], aq, xs, nb, &mut o)
+            }
+        }
+        for j in 0..rn {
+            for i in 0..rm {
+                out[(j0 + j) * nw + i0 + i] = o[j][i];
+            }
+        }
+    });
+}
+
+/// Q8_0 micro-kernel of `RM` weight rows x 4 activation rows that sums the
+/// four pairs' i32 vectors of a weight row with three `phaddd` before the
+/// float work: one convert, one `mul` and one FMA per weight row and block
+/// instead of four (lanes: activation row `j` in lanes `j` and `4 + j`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_mk_h<const RM: usize>(
+    w: [*const BlockQ8_0; RM],
+    dw: [*const [f32; 8]; RM],
+    a: [*const BlockQ8A32; 4],
+    dx4: *const [f32; 4],
+    nb: usize,
+    out: &mut [[f32; 4]; 4],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); RM];
+    // SAFETY: the caller guarantees nb readable blocks / scales behind every pointer.
+    unsafe {
+        for k in 0..nb {
+            let wv: [__m256i; RM] = core::array::from_fn(|i| loadu((*w[i].add(k)).qs.as_ptr()));
+            let dot = |i: usize, x: __m256i, ax: __m256i| {
+                _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv[i], x)), ones)
+            };
+            let mut h01 = [_mm256_setzero_si256(); RM];
+            let mut h23 = [_mm256_setzero_si256(); RM];
+            for jp in 0..2 {
+                let x0 = loadu((*a[2 * jp].add(k)).qs.as_ptr());
+                let x1 = loadu((*a[2 * jp + 1].add(k)).qs.as_ptr());
+                let (ax0, ax1) = (_mm256_sign_epi8(x0, x0), _mm256_sign_epi8(x1, x1));
+                for i in 0..RM {
+                    let h = _mm256_hadd_epi32(dot(i, x0, ax0), dot(i, x1, ax1));
+                    if jp == 0 {
+                        h01[i] = h;
+                    } else {
+                        h23[i] = h;
+                    }
+                }
+            }
+            let dx = _mm256_broadcast_ps(&*(dx4.add(k) as *const __m128));
+            for i in 0..RM {
+                let p = _mm256_cvtepi32_ps(_mm256_hadd_epi32(h01[i], h23[i]));
+                let s = _mm256_mul_ps(dx, _mm256_loadu_ps((*dw[i].add(k)).as_ptr()));
+                acc[i] = _mm256_fmadd_ps(p, s, acc[i]);
+            }
+        }
+        for i in 0..RM {
+            let mut v = [0f32; 8];
+            _mm256_storeu_ps(v.as_mut_ptr(), acc[i]);
+            for j in 0..4 {
+                out[j][i] = v[j] + v[4 + j];
+            }
+        }
+    }
+}
+
+/// The f16 scales of Q8_0 blocks as 8-lane f32 vectors (F16C, 8 at a time).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_scales(blocks: &[BlockQ8_0]) -> Vec<[f32; 8]> {
+    let mut dw = vec![[0f32; 8]; blocks.len()];
+    for (bc, dc) in blocks.chunks(8).zip(dw.chunks_mut(8)) {
+        let mut h = [0u16; 8];
+        for (v, b) in h.iter_mut().zip(bc) {
+            *v = u16::from_le_bytes(b.d);
+        }
+        let mut f = [0f32; 8];
+        // SAFETY: h holds 8 u16 (16 bytes) and f 8 f32.
+        unsafe {
+            _mm256_storeu_ps(
+                f.as_mut_ptr(),
+                _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr() as *const __m128i)),
+            )
+        };
+        for (d, v) in dc.iter_mut().zip(f) {
+            *d = [v; 8];
+        }
+    }
+    dw
+}
+
+/// One weight super-block (256 weights) of a K or IQ2 type unpacked for the
+/// mat-mat panels, the same shape for every type:
+/// `w . x = d * sum_c (q_c . x_c) * s_c  -  dmin * sum_g m[g] * bsum_x[g]`
+/// with `q` unsigned bytes in weight order (`q[c]` = weights `32c..32c+32`),
+/// `s[c]` the i16 sub-scales per 16 weights of chunk `c` as `madd` operand
+/// (lanes 0-7: weights `32c..32c+16`, lanes 8-15: the next 16), `m` 16 i16
+/// offsets per 16 weights (paired with the activation `bsums`).
+/// Q4K/Q2K: `q`, `sc`, `min` as stored. Q3K: `q` = stored 0..7, `m = 4 sc`,
+/// `dmin = d`. IQ2: `q = sign * grid + 5` (0..10), `m = 5 (s+1)`,
+/// `d = dmin = d / 16`.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct PackedK {
+    q: [__m256i; 8],
+    s: [__m256i; 8],
+    m: __m256i,
+    d: f32,
+    dmin: f32,
+}
+
+impl PackedK {
+    // SAFETY (of zeroed): all-zero bytes are a valid value of every field.
+    const ZERO: PackedK = unsafe { core::mem::zeroed() };
+}
+
+thread_local! {
+    /// Per-thread scratch for the unpacked weight panel (reused across calls).
+    static PANEL: core::cell::RefCell<Vec<PackedK>> = const { core::cell::RefCell::new(Vec::new()) };
+}
+
+/// i16 vector `[v[2c] x 8 | v[2c+1] x 8]` for each chunk `c` from the 16
+/// per-16 values `v` (one i16 vector).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn per16_scales(v: __m256i) -> [__m256i; 8] {
+    let h = halves(v);
+    let cs = chunk_scale_shuffles();
+    core::array::from_fn(|c| _mm256_shuffle_epi8(h[c / 4], cs[c % 4]))
+}
+
+/// i16 vector of 16 lanes all `v[c]`, for each of the 8 per-32 values `v`
+/// (bytes of `v8`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn per32_scales(v8: u64) -> [__m256i; 8] {
+    let scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(v8 as i64)));
+    let sh = lane16_shuffles();
+    core::array::from_fn(|c| _mm256_shuffle_epi8(scv, sh[c]))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pack_q4k(b: &BlockQ4K, p: &mut PackedK) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let (sc, mn) = unpack_6bit16(&b.scales);
+    for g in 0..4 {
+        // SAFETY: qs has 128 bytes, 32g+32 <= 128.
+        let q = unsafe { loadu(b.qs.as_ptr().add(32 * g) as *const i8) };
+        p.q[2 * g] = _mm256_and_si256(q, m4);
+        p.q[2 * g + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+    }
+    p.s = per32_scales(sc);
+    p.m = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(
+        _mm_cvtsi64_si128(mn as i64),
+        _mm_cvtsi64_si128(mn as i64),
+    ));
+    (p.d, p.dmin) = f16x2(&[b.d[0], b.d[1], b.dmin[0], b.dmin[1]]);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pack_q2k(b: &BlockQ2K, p: &mut PackedK) {
+    let m3 = _mm256_set1_epi8(3);
+    let m15 = _mm_set1_epi8(15);
+    // SAFETY: scales is 16 bytes.
+    let ms = unsafe { _mm_loadu_si128(b.scales.as_ptr() as *const __m128i) };
+    p.s = per16_scales(_mm256_cvtepu8_epi16(_mm_and_si128(ms, m15)));
+    p.m = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(ms, 4), m15));
+    for g in 0..2 {
+        // SAFETY: qs has 64 bytes, 32g+32 <= 64.
+        let qv = unsafe { loadu(b.qs.as_ptr().add(32 * g) as *const i8) };
+        p.q[4 * g] = _mm256_and_si256(qv, m3);
+        p.q[4 * g + 1] = _mm256_and_si256(_mm256_srli_epi16(qv, 2), m3);
+        p.q[4 * g + 2] = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m3);
+        p.q[4 * g + 3] = _mm256_and_si256(_mm256_srli_epi16(qv, 6), m3);
+    }
+    (p.d, p.dmin) = f16x2(&[b.d[0], b.d[1], b.dmin[0], b.dmin[1]]);
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pack_q3k(b: &BlockQ3K, p: &mut PackedK) {
+    let m3 = _mm256_set1_epi8(3);
+    let m4 = _mm256_set1_epi8(4);
+    let (lo, hi) = unpack_6bit16(&b.scales);
+    let sc8 = _mm_sub_epi8(_mm_set_epi64x(hi as i64, lo as i64), _mm_set1_epi8(32));
+    let scall = _mm256_cvtepi8_epi16(sc8);
+    p.s = per16_scales(scall);
+    p.m = _mm256_slli_epi16(scall, 2);
+    // SAFETY: qh is 32 bytes.
+    let qh = unsafe { loadu(b.qh.as_ptr() as *const i8) };
+    for g in 0..2 {
+        // SAFETY: ql has 64 bytes, 32g+32 <= 64.
+        let ql = unsafe { loadu(b.ql.as_ptr().add(32 * g) as *const i8) };
+        for k in 0..4 {
+            let hb = match 4 * g + k {
+                0 => _mm256_slli_epi16(qh, 2),
+                1 => _mm256_slli_epi16(qh, 1),
+                2 => qh,
+                3 => _mm256_srli_epi16(qh, 1),
+                4 => _mm256_srli_epi16(qh, 2),
+                5 => _mm256_srli_epi16(qh, 3),
+                6 => _mm256_srli_epi16(qh, 4),
+                _ => _mm256_srli_epi16(qh, 5),
+            };
+            let l = match k {
+                0 => ql,
+                1 => _mm256_srli_epi16(ql, 2),
+                2 => _mm256_srli_epi16(ql, 4),
+                _ => _mm256_srli_epi16(ql, 6),
+            };
+            p.q[4 * g + k] = _mm256_or_si256(_mm256_and_si256(l, m3), _mm256_and_si256(hb, m4));
+        }
+    }
+    p.d = f16x1(b.d);
+    p.dmin = p.d;
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pack_iq2(b: &BlockIQ2, p: &mut PackedK) {
+    let m15 = _mm256_set1_epi16(15);
+    let ptab = _mm256_setr_epi8(
+        0, -128, -128, 0, -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0, 0, -128, -128, 0,
+        -128, 0, 0, -128, -128, 0, 0, -128, 0, -128, -128, 0,
+    );
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    let one8 = _mm256_set1_epi8(1);
+    let five = _mm256_set1_epi8(5);
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6,
+        6, 6,
+    );
+    let quarter: [__m256i; 4] = core::array::from_fn(|q| {
+        let (l, h) = (2 * q as i32, 2 * q as i32 + 1);
+        _mm256_setr_epi32(l, h, l, h, l, h, l, h)
+    });
+    let sc = u32::from_le_bytes(b.scales) as u64;
+    // s + 1 per sub-block of 32 (bytes), then as i16 scale vectors.
+    let mut s1 = 0u64;
+    for j in 0..8 {
+        s1 |= (((sc >> (4 * j)) & 15) + 1) << (8 * j);
+    }
+    p.s = per32_scales(s1);
+    let s1v = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(s1 as i64));
+    // m per 16 = 5 (s + 1) of its sub-block of 32.
+    let s1x5 = _mm_mullo_epi16(s1v, _mm_set1_epi16(5));
+    p.m = _mm256_setr_m128i(
+        _mm_unpacklo_epi16(s1x5, s1x5),
+        _mm_unpackhi_epi16(s1x5, s1x5),
+    );
+    for h in 0..2 {
+        // SAFETY: qs is 64 bytes, 32h+32 <= 64.
+        let c = unsafe { loadu(b.qs.as_ptr().add(32 * h) as *const i8) };
+        let s7 = _mm256_srli_epi16(c, 9);
+        let par = _mm256_xor_si256(
+            _mm256_shuffle_epi8(ptab, _mm256_and_si256(s7, m15)),
+            _mm256_shuffle_epi8(ptab, _mm256_srli_epi16(s7, 4)),
+        );
+        let sgn = _mm256_or_si256(s7, par);
+        for q in 0..4 {
+            let j = 4 * h + q;
+            let mut c4 = [0u8; 8];
+            c4.copy_from_slice(&b.qs[8 * j..8 * j + 8]);
+            let c4 = u64::from_le_bytes(c4);
+            let gi = |k: u32| GRID[((c4 >> (16 * k)) & 511) as usize] as i64;
+            let gv = _mm256_set_epi64x(gi(3), gi(2), gi(1), gi(0));
+            let sb = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sgn, quarter[q]), spread);
+            let neg = _mm256_cmpeq_epi8(_mm256_and_si256(sb, bits), bits);
+            let sv = _mm256_or_si256(neg, one8);
+            p.q[j] = _mm256_add_epi8(_mm256_sign_epi8(gv, sv), five);
+        }
+    }
+    p.d = f16x1(b.d) * (1.0 / 16.0);
+    p.dmin = p.d;
+}
+
+/// Shared body of the K/IQ2 panels: unpack the panel's weight rows once into
+/// [`PackedK`] (per-thread scratch), then micro-tiles of 2 weight rows x 4
+/// activation rows over [`kq_mk`].
+fn gemm_packed<B: bytemuck::Pod>(
+    w: &[u8],
+    nw: usize,
+    a: &[&[BlockQ8K]],
+    out: &mut [f32],
+    pack: unsafe fn(&B, &mut PackedK),
+) {
+    if a.is_empty() {
+        return;
+    }
+    let (_, nb) = panel_shape(w, nw, size_of::<B>(), a.len(), out);
+    for ar in a {
+        assert!(
+            ar.len() >= nb,
+            "activation row has {} blocks, need {nb}",
+            ar.len()
+        );
+    }
+    let blocks: &[B] = cast_slice(w);
+    let na = a.len();
+    PANEL.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < blocks.len() {
+            buf.resize(blocks.len(), PackedK::ZERO);
+        }
+        for (b, p) in blocks.iter().zip(buf.iter_mut()) {
+            // SAFETY: this table is installed only when avx2/fma/f16c were detected.
+            unsafe { pack(b, p) };
+        }
+        let packed = &buf[..blocks.len()];
+        tiles::<2, 4>(nw, na, |i0, rm, j0, rn| {
+            let wp = |i: usize| packed[(i0 + i.min(rm - 1)) * nb..].as_ptr();
+            let ap = |j: usize| a[j0 + j.min(rn - 1)].as_ptr();
+            // SAFETY: avx2 detected (see above).
+            let mut acc = [[unsafe { _mm256_setzero_ps() }; 2]; 4];
+            // SAFETY: avx2/fma/f16c detected (see above); every pointer has
+            // nb blocks (panel rows; activation rows checked); rows past
+            // rm / rn repeat the last one (valid reads, results discarded).
+            unsafe {
+                match (rm, rn) {
+                    (2, 3..) => {
+                        kq_mk::<2, 4>([wp(0), wp(1)], [ap(0), ap(1), ap(2), ap(3)], nb, &mut acc)
+                    }
+                    (2, _) => kq_mk::<2, 2>([wp(0), wp(1)], [ap(0), ap(1)], nb, &mut acc),
+                    (_, 3..) => kq_mk::<1, 4>([wp(0)], [ap(0), ap(1), ap(2), ap(3)], nb, &mut acc),
+                    _ => kq_mk::<1, 2>([wp(0)], [ap(0), ap(1)], nb, &mut acc),
+                }
+            }
+            for j in 0..rn {
+                for i in 0..rm {
+                    // SAFETY: avx2 detected (see above).
+                    out[(j0 + j) * nw + i0 + i] = unsafe { hsum(acc[j][i]) };
+                }
+            }
+        });
+    });
+}
+
+/// Micro-kernel over unpacked super-blocks: per 32-weight chunk one
+/// `maddubs` + `madd` (with the sub-scales) + `add` per (weight row,
+/// activation row) pair into i32; per super-block the offset term (`madd`
+/// of `m` with the activation `bsums`) and two FMAs into f32.
+/// Not inlined, with the f32 accumulators behind a reference: they live in
+/// memory (touched once per super-block), leaving the 16 vector registers to
+/// the i32 accumulators and the weight vectors.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn kq_mk<const RM: usize, const RN: usize>(
+    w: [*const PackedK; RM],
+    a: [*const BlockQ8K; RN],
+    nb: usize,
+    acc: &mut [[__m256; 2]; 4],
+) {
+    // The chunk count as an opaque value: with a constant 8, LLVM unrolls the
+    // chunk loop and interchanges it with the activation loop, spilling the
+    // weight vectors to the stack.
+    let chunks = core::hint::black_box(8usize);
+    // SAFETY: the caller guarantees nb readable blocks behind every pointer.
+    unsafe {
+        for k in 0..nb {
+            let pw: [&PackedK; RM] = core::array::from_fn(|i| &*w[i].add(k));
+            let pa: [&BlockQ8K; RN] = core::array::from_fn(|j| &*a[j].add(k));
+            let mut acci = [[_mm256_setzero_si256(); RM]; RN];
+            for c in 0..chunks.min(8) {
+                let q: [__m256i; RM] = core::array::from_fn(|i| pw[i].q[c]);
+                for j in 0..RN {
+                    let x = loadu(pa[j].qs.as_ptr().add(32 * c));
+                    for i in 0..RM {
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], x), pw[i].s[c]);
+                        acci[j][i] = _mm256_add_epi32(acci[j][i], p);
+                    }
+                }
+            }
+            for j in 0..RN {
+                let bs = _mm256_loadu_si256(pa[j].bsums.as_ptr() as *const __m256i);
+                let dx = _mm256_set1_ps(pa[j].d);
+                for i in 0..RM {
+                    let mn = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, pw[i].m));
+                    let t = _mm256_fmsub_ps(
+                        _mm256_cvtepi32_ps(acci[j][i]),
+                        _mm256_set1_ps(pw[i].d),
+                        _mm256_mul_ps(mn, _mm256_set1_ps(pw[i].dmin)),
+                    );
+                    acc[j][i] = _mm256_fmadd_ps(t, dx, acc[j][i]);
+                }
+            }
+        }
+    }
+}
+
+pub fn gemm_q4k(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
+    gemm_packed::<BlockQ4K>(w, nw, a, out, pack_q4k)
+}
+pub fn gemm_q3k(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
+    gemm_packed::<BlockQ3K>(w, nw, a, out, pack_q3k)
+}
+pub fn gemm_q2k(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
+    gemm_packed::<BlockQ2K>(w, nw, a, out, pack_q2k)
+}
+pub fn gemm_iq2(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
+    gemm_packed::<BlockIQ2>(w, nw, a, out, pack_iq2)
 }
 
 /// `pshufb` controls broadcasting 16-bit lane `j` (0..8) of a 128-bit lane.

@@ -1,0 +1,214 @@
+//! The mat-mat panel kernels (`KernelTable::gemm_*`) and the panel driver of
+//! `matmul` against the scalar reference: random panel shapes (weight rows,
+//! activation rows, blocks not multiples of the micro-tile sizes) and random
+//! `matmul` shapes (rows, cols with padding, n = 1, 2, 3, 5, 17, ...).
+
+use kompakt_kernels::blocks::{BlockQ8A32, BlockQ8K};
+use kompakt_kernels::*;
+use proptest::prelude::*;
+
+struct Rng(u64);
+impl Rng {
+    fn u(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    fn gauss(&mut self) -> f32 {
+        ((-2.0 * self.u().ln()).sqrt() * (std::f64::consts::TAU * self.u()).cos()) as f32
+    }
+    fn gvec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.gauss()).collect()
+    }
+}
+
+const KTYPES: [DType; 4] = [DType::Q4K, DType::Q3K, DType::Q2K, DType::IQ2];
+
+fn row_fn(t: &KernelTable, dt: DType) -> RowQ8Fn {
+    match dt {
+        DType::Q4K => t.row_q4k,
+        DType::Q3K => t.row_q3k,
+        DType::Q2K => t.row_q2k,
+        _ => t.row_iq2,
+    }
+}
+
+fn gemm_fn(t: &KernelTable, dt: DType) -> Option<GemmQ8Fn> {
+    match dt {
+        DType::Q4K => t.gemm_q4k,
+        DType::Q3K => t.gemm_q3k,
+        DType::Q2K => t.gemm_q2k,
+        _ => t.gemm_iq2,
+    }
+}
+
+/// Scaled weights: a few rows much larger than the others, so a result
+/// written to the wrong output cell shows.
+fn weights(rng: &mut Rng, rows: usize, cols: usize, scale: f32) -> Vec<f32> {
+    let mut w = rng.gvec(rows * cols);
+    for r in 0..rows {
+        let s = scale * (1.0 + (r % 3) as f32 * 4.0);
+        w[r * cols..(r + 1) * cols].iter_mut().for_each(|v| *v *= s);
+    }
+    w
+}
+
+/// Tolerance per output: 1e-5 of `sum_c |w_rc| * max|x|` (f32 summation
+/// order only: the panel and the row kernels see the same quantized data).
+fn mag(w: &[f32], cols: usize, r: usize, xmax: f32) -> f32 {
+    w[r * cols..(r + 1) * cols]
+        .iter()
+        .map(|v| v.abs())
+        .sum::<f32>()
+        * xmax
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn gemm_panels_match_scalar_rows(nb in 1usize..4, nw in 1usize..11, na in 1usize..14, seed in 0u64..10_000, scale in 0.01f32..100.0) {
+        let cols = nb * 256;
+        let mut rng = Rng(seed);
+        let w = weights(&mut rng, nw, cols, scale);
+        let s = scalar_kernels();
+        let b = best_kernels();
+        let acts: Vec<Vec<BlockQ8K>> = (0..na).map(|_| {
+            let mut a = vec![BlockQ8K::zeroed(); nb];
+            (s.quantize_q8k)(&rng.gvec(cols), &mut a);
+            a
+        }).collect();
+        let ar: Vec<&[BlockQ8K]> = acts.iter().map(|a| &a[..]).collect();
+        for dt in KTYPES {
+            let Some(g) = gemm_fn(b, dt) else { continue };
+            let q = quantize(dt, &w, nw, cols, None).unwrap();
+            let rb = q.len() / nw;
+            let mut got = vec![f32::NAN; nw * na];
+            g(&q, nw, &ar, &mut got);
+            for i in 0..nw {
+                let mut want = vec![0f32; na];
+                for j in 0..na {
+                    row_fn(s, dt)(&q[i * rb..(i + 1) * rb], &ar[j..j + 1], &mut want[j..j + 1]);
+                }
+                let tol = 1e-5 * mag(&w, cols, i, 5.0);
+                for j in 0..na {
+                    let v = got[j * nw + i];
+                    prop_assert!((v - want[j]).abs() <= tol, "{} w{} a{}: {} vs {}", dt, i, j, v, want[j]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gemm_q8_0_panels_match_scalar_rows(nb in 1usize..20, nw in 1usize..11, na in 1usize..14, seed in 0u64..10_000, scale in 0.01f32..100.0) {
+        let cols = nb * 32;
+        let mut rng = Rng(seed);
+        let w = weights(&mut rng, nw, cols, scale);
+        let s = scalar_kernels();
+        let b = best_kernels();
+        let Some(g) = b.gemm_q8_0 else { return Ok(()) };
+        let acts: Vec<Vec<BlockQ8A32>> = (0..na).map(|_| {
+            let mut a = vec![BlockQ8A32::zeroed(); nb];
+            (s.quantize_q8a32)(&rng.gvec(cols), &mut a);
+            a
+        }).collect();
+        let ar: Vec<&[BlockQ8A32]> = acts.iter().map(|a| &a[..]).collect();
+        let q = quantize(DType::Q8_0, &w, nw, cols, None).unwrap();
+        let rb = q.len() / nw;
+        let mut got = vec![f32::NAN; nw * na];
+        g(&q, nw, &ar, &mut got);
+        for i in 0..nw {
+            let mut want = vec![0f32; na];
+            for j in 0..na {
+                (s.row_q8_0)(&q[i * rb..(i + 1) * rb], &ar[j..j + 1], &mut want[j..j + 1]);
+            }
+            let tol = 1e-5 * mag(&w, cols, i, 5.0);
+            for j in 0..na {
+                let v = got[j * nw + i];
+                prop_assert!((v - want[j]).abs() <= tol, "q8_0 w{} a{}: {} vs {}", i, j, v, want[j]);
+            }
+        }
+    }
+}
+
+const QTYPES: [DType; 6] = [
+    DType::Q8_0,
+    DType::Q4K,
+    DType::Q3K,
+    DType::Q2K,
+    DType::IQ2,
+    DType::F16,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Whole `matmul` (activation quantization, 2-D panel split, output
+    /// placement) of the best table against the scalar table. The two
+    /// activation quantizers may round a value differently by one step, so
+    /// the tolerance is 1/127 of an activation step's worth per output.
+    #[test]
+    fn matmul_best_matches_scalar(rows in 1usize..150, cols in 1usize..700, ni in 0usize..8, extra in 0usize..80, seed in 0u64..10_000, threads in 1usize..4) {
+        let n = [1, 2, 3, 5, 17, 4, 8, 64][ni].max(1) + if ni == 7 { extra } else { 0 };
+        let mut rng = Rng(seed);
+        let w = weights(&mut rng, rows, cols, 1.0);
+        let x = rng.gvec(n * cols);
+        let xmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for dt in QTYPES {
+            let q = quantize(dt, &w, rows, cols, None).unwrap();
+            let wr = WeightRef::new(dt, &q, rows, cols).unwrap();
+            let mut ys = vec![f32::NAN; n * rows];
+            let mut yb = vec![f32::NAN; n * rows];
+            pool.install(|| {
+                matmul_with(scalar_kernels(), &wr, &x, n, &mut ys);
+                matmul_with(best_kernels(), &wr, &x, n, &mut yb);
+            });
+            for i in 0..n {
+                for r in 0..rows {
+                    let (p, v) = (ys[i * rows + r], yb[i * rows + r]);
+                    let tol = 2e-2 * mag(&w, cols, r, xmax) / 127.0 + 1e-6;
+                    prop_assert!((p - v).abs() <= tol, "{} {}x{} n={} y[{}][{}]: {} vs {}", dt, rows, cols, n, i, r, p, v);
+                }
+            }
+        }
+    }
+}
+
+/// Several activation panels and several weight panels (n above the panel
+/// height of ~256 KiB of quantized activations, rows not a multiple of the
+/// panel width), 1 and 3 threads.
+#[test]
+fn matmul_many_panels_match_scalar() {
+    let (rows, cols, n) = (37, 2048, 250);
+    let mut rng = Rng(5);
+    let w = weights(&mut rng, rows, cols, 1.0);
+    let x = rng.gvec(n * cols);
+    let xmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for threads in [1, 3] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        for dt in QTYPES {
+            let q = quantize(dt, &w, rows, cols, None).unwrap();
+            let wr = WeightRef::new(dt, &q, rows, cols).unwrap();
+            let mut ys = vec![f32::NAN; n * rows];
+            let mut yb = vec![f32::NAN; n * rows];
+            pool.install(|| {
+                matmul_with(scalar_kernels(), &wr, &x, n, &mut ys);
+                matmul_with(best_kernels(), &wr, &x, n, &mut yb);
+            });
+            for i in 0..n {
+                for r in 0..rows {
+                    let (p, v) = (ys[i * rows + r], yb[i * rows + r]);
+                    let tol = 2e-2 * mag(&w, cols, r, xmax) / 127.0 + 1e-6;
+                    assert!(
+                        (p - v).abs() <= tol,
+                        "{dt} t={threads} y[{i}][{r}]: {p} vs {v}"
+                    );
+                }
+            }
+        }
+    }
+}
