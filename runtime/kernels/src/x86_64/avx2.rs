@@ -3,7 +3,7 @@
 //! `maddubs` (u8 x i8 -> i16 pairs), `madd` with the sub-scales -> i32.
 
 use crate::blocks::*;
-use crate::iq2_grid::GRID;
+use crate::iq2_grid::{GRID, LEVELS};
 use crate::scalar;
 use crate::table::KernelTable;
 use bytemuck::cast_slice;
@@ -491,7 +491,8 @@ unsafe fn q8_0_scales(blocks: &[BlockQ8_0]) -> Vec<[f32; 8]> {
 /// (lanes 0-7: weights `32c..32c+16`, lanes 8-15: the next 16), `m` 16 i16
 /// offsets per 16 weights (paired with the activation `bsums`).
 /// Q4K/Q2K: `q`, `sc`, `min` as stored. Q3K: `q` = stored 0..7, `m = 4 sc`,
-/// `dmin = d`. IQ2: `q = sign * grid + 5` (0..10), `m = 5 (s+1)`,
+/// `dmin = d`. IQ2: `q = sign * grid + L` (0..2L, `L` the largest codebook
+/// magnitude), `m = L (s+1)`,
 /// `d = dmin = d / 16`.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
@@ -608,6 +609,10 @@ fn pack_q3k(b: &BlockQ3K, p: &mut PackedK) {
     p.dmin = p.d;
 }
 
+// The panels' unsigned IQ2 codes reach 2 L; a `maddubs` pair of them with
+// i8 activations must stay below i16 saturation.
+const _: () = assert!(2 * 2 * (LEVELS[2] as i32) * 127 < i16::MAX as i32);
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn pack_iq2(b: &BlockIQ2, p: &mut PackedK) {
     let m15 = _mm256_set1_epi16(15);
@@ -617,7 +622,9 @@ fn pack_iq2(b: &BlockIQ2, p: &mut PackedK) {
     );
     let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
     let one8 = _mm256_set1_epi8(1);
-    let five = _mm256_set1_epi8(5);
+    // Offset that makes the signed codebook values unsigned for `maddubs`.
+    const L: u8 = LEVELS[2];
+    let offset = _mm256_set1_epi8(L as i8);
     let spread = _mm256_setr_epi8(
         0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6,
         6, 6,
@@ -634,11 +641,11 @@ fn pack_iq2(b: &BlockIQ2, p: &mut PackedK) {
     }
     p.s = per32_scales(s1);
     let s1v = _mm_cvtepu8_epi16(_mm_cvtsi64_si128(s1 as i64));
-    // m per 16 = 5 (s + 1) of its sub-block of 32.
-    let s1x5 = _mm_mullo_epi16(s1v, _mm_set1_epi16(5));
+    // m per 16 = L (s + 1) of its sub-block of 32.
+    let s1xl = _mm_mullo_epi16(s1v, _mm_set1_epi16(L as i16));
     p.m = _mm256_setr_m128i(
-        _mm_unpacklo_epi16(s1x5, s1x5),
-        _mm_unpackhi_epi16(s1x5, s1x5),
+        _mm_unpacklo_epi16(s1xl, s1xl),
+        _mm_unpackhi_epi16(s1xl, s1xl),
     );
     for h in 0..2 {
         // SAFETY: qs is 64 bytes, 32h+32 <= 64.
@@ -659,7 +666,7 @@ fn pack_iq2(b: &BlockIQ2, p: &mut PackedK) {
             let sb = _mm256_shuffle_epi8(_mm256_permutevar8x32_epi32(sgn, quarter[q]), spread);
             let neg = _mm256_cmpeq_epi8(_mm256_and_si256(sb, bits), bits);
             let sv = _mm256_or_si256(neg, one8);
-            p.q[j] = _mm256_add_epi8(_mm256_sign_epi8(gv, sv), five);
+            p.q[j] = _mm256_add_epi8(_mm256_sign_epi8(gv, sv), offset);
         }
     }
     p.d = f16x1(b.d) * (1.0 / 16.0);
