@@ -112,7 +112,12 @@ impl Decoder {
             });
         }
         let positions: Vec<usize> = (p0..p0 + n).collect();
-        let scale = (hd as f32).powf(-0.5);
+        let heads = ops::Heads {
+            n_heads: cfg.n_heads,
+            n_kv_heads: cfg.n_kv_heads,
+            hd,
+            scale: (hd as f32).powf(-0.5),
+        };
         let mut hbuf = vec![0.0f32; n * h];
         for (i, layer) in self.layers.iter().enumerate() {
             let h_in = taps.block_input(&x);
@@ -131,16 +136,7 @@ impl Decoder {
             let mut a = vec![0.0f32; n * cfg.q_dim()];
             {
                 let segs = cache.segments(i);
-                ops::attention(
-                    &q,
-                    &segs,
-                    cfg.n_heads,
-                    cfg.n_kv_heads,
-                    hd,
-                    scale,
-                    &|qi| p0 + qi + 1,
-                    &mut a,
-                );
+                ops::attention(&q, &segs, heads, &|qi| p0 + qi + 1, &mut a);
             }
             taps.record_input(&[&layer.o.w.name], &a, n);
             let o = layer.o.forward(file, &a, n)?;

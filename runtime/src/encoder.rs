@@ -169,7 +169,13 @@ impl AudioEncoder {
                 k: ops::KvRows::F32(&k),
                 v: ops::KvRows::F32(&v),
             }];
-            ops::attention(&q, &seg, cfg.n_heads, cfg.n_heads, hd, 1.0, &|_| t, &mut a);
+            let heads = ops::Heads {
+                n_heads: cfg.n_heads,
+                n_kv_heads: cfg.n_heads,
+                hd,
+                scale: 1.0,
+            };
+            ops::attention(&q, &seg, heads, &|_| t, &mut a);
             taps.record_input(&[&layer.o.w.name], &a, t);
             let o = layer.o.forward(file, &a, t)?;
             ops::add_in_place(&mut x, &o);

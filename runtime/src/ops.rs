@@ -189,6 +189,16 @@ impl KvRows<'_> {
     }
 }
 
+/// Head layout of one attention call: `n_heads` query heads of width `hd`
+/// over `n_kv_heads` key/value heads, scores scaled by `scale`.
+#[derive(Clone, Copy, Debug)]
+pub struct Heads {
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub hd: usize,
+    pub scale: f32,
+}
+
 /// Keys and values of one attention context segment.
 #[derive(Clone, Copy, Debug)]
 pub struct KvSegment<'a> {
@@ -205,22 +215,18 @@ pub struct KvSegment<'a> {
 /// Many queries (prefill, the audio encoder) go through
 /// [`attention_transposed`]; a few (decoding) read the token-major context
 /// directly, which needs no copy of it.
-#[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f32],
     segments: &[KvSegment<'_>],
-    n_heads: usize,
-    n_kv_heads: usize,
-    hd: usize,
-    scale: f32,
+    heads: Heads,
     visible: &(dyn Fn(usize) -> usize + Sync),
     out: &mut [f32],
 ) {
-    let n_q = out.len() / (n_heads * hd).max(1);
+    let n_q = out.len() / (heads.n_heads * heads.hd).max(1);
     if n_q >= TRANSPOSED_MIN_QUERIES {
-        attention_transposed(q, segments, n_heads, n_kv_heads, hd, scale, visible, out);
+        attention_transposed(q, segments, heads, visible, out);
     } else {
-        attention_rows(q, segments, n_heads, n_kv_heads, hd, scale, visible, out);
+        attention_rows(q, segments, heads, visible, out);
     }
 }
 
@@ -229,17 +235,19 @@ pub fn attention(
 const TRANSPOSED_MIN_QUERIES: usize = 8;
 
 /// One dot product per (query, head, key) over the token-major context.
-#[allow(clippy::too_many_arguments)]
 fn attention_rows(
     q: &[f32],
     segments: &[KvSegment<'_>],
-    n_heads: usize,
-    n_kv_heads: usize,
-    hd: usize,
-    scale: f32,
+    heads: Heads,
     visible: &(dyn Fn(usize) -> usize + Sync),
     out: &mut [f32],
 ) {
+    let Heads {
+        n_heads,
+        n_kv_heads,
+        hd,
+        scale,
+    } = heads;
     let kv_dim = n_kv_heads * hd;
     let group = n_heads / n_kv_heads;
     let q_dim = n_heads * hd;
@@ -278,17 +286,19 @@ fn attention_rows(
 /// `axpy`s build the scores and `hd` long dots the output: vectors as long
 /// as the context instead of `hd`, and a head's keys stay in cache while
 /// all of its queries pass (work is split head-major).
-#[allow(clippy::too_many_arguments)]
 fn attention_transposed(
     q: &[f32],
     segments: &[KvSegment<'_>],
-    n_heads: usize,
-    n_kv_heads: usize,
-    hd: usize,
-    scale: f32,
+    heads: Heads,
     visible: &(dyn Fn(usize) -> usize + Sync),
     out: &mut [f32],
 ) {
+    let Heads {
+        n_heads,
+        n_kv_heads,
+        hd,
+        scale,
+    } = heads;
     let kv_dim = n_kv_heads * hd;
     let group = n_heads / n_kv_heads;
     let q_dim = n_heads * hd;
@@ -370,7 +380,13 @@ mod tests {
             k: KvRows::F32(&k),
             v: KvRows::F32(&v),
         }];
-        attention(&q, &seg, 2, 1, 2, 1.0, &|_| 1, &mut out);
+        let heads = Heads {
+            n_heads: 2,
+            n_kv_heads: 1,
+            hd: 2,
+            scale: 1.0,
+        };
+        attention(&q, &seg, heads, &|_| 1, &mut out);
         assert_eq!(out, vec![1.0, 2.0, 1.0, 2.0]);
     }
 
@@ -424,8 +440,14 @@ mod tests {
         let visible = |i: usize| len_a + len_b - n_q + i + 1;
         let mut a = vec![0.0; n_q * n_heads * hd];
         let mut b = vec![0.0; n_q * n_heads * hd];
-        attention_rows(&q, &segs, n_heads, n_kv, hd, 0.35, &visible, &mut a);
-        attention_transposed(&q, &segs, n_heads, n_kv, hd, 0.35, &visible, &mut b);
+        let heads = Heads {
+            n_heads,
+            n_kv_heads: n_kv,
+            hd,
+            scale: 0.35,
+        };
+        attention_rows(&q, &segs, heads, &visible, &mut a);
+        attention_transposed(&q, &segs, heads, &visible, &mut b);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
         }
