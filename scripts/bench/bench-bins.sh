@@ -29,7 +29,7 @@ for b in $bins; do
   out="$data/synth-bin$b.kpk"
   case $b in
     1) drops=() ;;
-    2) drops=(--drop-llm-layers "$(seq_csv 25 30)") ;;
+    2) drops=(--drop-llm-layers "$(seq_csv 23 30)") ;;
     3) drops=(--drop-llm-layers "$(seq_csv 9 30)" --drop-audio-layers "$(seq_csv 19 30)") ;;
     *) echo "no preset for bin $b" >&2; exit 2 ;;
   esac
