@@ -571,10 +571,37 @@ fn pack_q2k(b: &BlockQ2K, p: &mut PackedK) {
     (p.d, p.dmin) = f16x2(&[b.d[0], b.d[1], b.dmin[0], b.dmin[1]]);
 }
 
+/// Q3K codes 0..7 of the 32-weight chunk `4g + k` of a block: low 2 bits
+/// from `ql` (half `g`, shifted by `2k`), bit `4g + k` of each `qh` byte
+/// moved to bit 2 (16-bit shifts move no bit across a byte that the mask
+/// keeps).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q3k_codes(ql: __m256i, qh: __m256i, g: usize, k: usize) -> __m256i {
+    let hb = match 4 * g + k {
+        0 => _mm256_slli_epi16(qh, 2),
+        1 => _mm256_slli_epi16(qh, 1),
+        2 => qh,
+        3 => _mm256_srli_epi16(qh, 1),
+        4 => _mm256_srli_epi16(qh, 2),
+        5 => _mm256_srli_epi16(qh, 3),
+        6 => _mm256_srli_epi16(qh, 4),
+        _ => _mm256_srli_epi16(qh, 5),
+    };
+    let l = match k {
+        0 => ql,
+        1 => _mm256_srli_epi16(ql, 2),
+        2 => _mm256_srli_epi16(ql, 4),
+        _ => _mm256_srli_epi16(ql, 6),
+    };
+    _mm256_or_si256(
+        _mm256_and_si256(l, _mm256_set1_epi8(3)),
+        _mm256_and_si256(hb, _mm256_set1_epi8(4)),
+    )
+}
+
 #[target_feature(enable = "avx2,fma,f16c")]
 fn pack_q3k(b: &BlockQ3K, p: &mut PackedK) {
-    let m3 = _mm256_set1_epi8(3);
-    let m4 = _mm256_set1_epi8(4);
     let (lo, hi) = unpack_6bit16(&b.scales);
     let sc8 = _mm_sub_epi8(_mm_set_epi64x(hi as i64, lo as i64), _mm_set1_epi8(32));
     let scall = _mm256_cvtepi8_epi16(sc8);
@@ -586,23 +613,7 @@ fn pack_q3k(b: &BlockQ3K, p: &mut PackedK) {
         // SAFETY: ql has 64 bytes, 32g+32 <= 64.
         let ql = unsafe { loadu(b.ql.as_ptr().add(32 * g) as *const i8) };
         for k in 0..4 {
-            let hb = match 4 * g + k {
-                0 => _mm256_slli_epi16(qh, 2),
-                1 => _mm256_slli_epi16(qh, 1),
-                2 => qh,
-                3 => _mm256_srli_epi16(qh, 1),
-                4 => _mm256_srli_epi16(qh, 2),
-                5 => _mm256_srli_epi16(qh, 3),
-                6 => _mm256_srli_epi16(qh, 4),
-                _ => _mm256_srli_epi16(qh, 5),
-            };
-            let l = match k {
-                0 => ql,
-                1 => _mm256_srli_epi16(ql, 2),
-                2 => _mm256_srli_epi16(ql, 4),
-                _ => _mm256_srli_epi16(ql, 6),
-            };
-            p.q[4 * g + k] = _mm256_or_si256(_mm256_and_si256(l, m3), _mm256_and_si256(hb, m4));
+            p.q[4 * g + k] = q3k_codes(ql, qh, g, k);
         }
     }
     p.d = f16x1(b.d);
@@ -953,8 +964,6 @@ fn chunk_scale_shuffles() -> [__m256i; 4] {
 unsafe fn q3k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f32]) {
     let blocks: &[BlockQ3K] = cast_slice(row);
     check_acts(a, blocks.len(), NR, out);
-    let m3 = _mm256_set1_epi8(3);
-    let m4 = _mm256_set1_epi8(4);
     let b32 = _mm_set1_epi8(32);
     let cs = chunk_scale_shuffles();
     let mut acc = [_mm256_setzero_ps(); NR];
@@ -971,25 +980,7 @@ unsafe fn q3k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
             // SAFETY: ql has 64 bytes, 32g+32 <= 64.
             let ql = unsafe { _mm256_loadu_si256(b.ql.as_ptr().add(32 * g) as *const __m256i) };
             for k in 0..4 {
-                // Bit (4g+k) of each qh byte moved to bit 2 (16-bit shifts
-                // move no bit across a byte that the mask keeps).
-                let hb = match 4 * g + k {
-                    0 => _mm256_slli_epi16(qh, 2),
-                    1 => _mm256_slli_epi16(qh, 1),
-                    2 => qh,
-                    3 => _mm256_srli_epi16(qh, 1),
-                    4 => _mm256_srli_epi16(qh, 2),
-                    5 => _mm256_srli_epi16(qh, 3),
-                    6 => _mm256_srli_epi16(qh, 4),
-                    _ => _mm256_srli_epi16(qh, 5),
-                };
-                let l = match k {
-                    0 => ql,
-                    1 => _mm256_srli_epi16(ql, 2),
-                    2 => _mm256_srli_epi16(ql, 4),
-                    _ => _mm256_srli_epi16(ql, 6),
-                };
-                let q = _mm256_or_si256(_mm256_and_si256(l, m3), _mm256_and_si256(hb, m4));
+                let q = q3k_codes(ql, qh, g, k);
                 let s = _mm256_shuffle_epi8(sch[g], cs[k]);
                 for r in 0..NR {
                     // SAFETY: block bi exists (checked); 128g+32k+32 <= 256.
