@@ -7,33 +7,8 @@ use kompakt_kernels::blocks::{BlockQ8A32, BlockQ8K};
 use kompakt_kernels::*;
 use proptest::prelude::*;
 
-struct Rng(u64);
-impl Rng {
-    fn u(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn gauss(&mut self) -> f32 {
-        ((-2.0 * self.u().ln()).sqrt() * (std::f64::consts::TAU * self.u()).cos()) as f32
-    }
-    fn gvec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.gauss()).collect()
-    }
-}
-
-const KTYPES: [DType; 4] = [DType::Q4K, DType::Q3K, DType::Q2K, DType::IQ2];
-
-fn row_fn(t: &KernelTable, dt: DType) -> RowQ8Fn {
-    match dt {
-        DType::Q4K => t.row_q4k,
-        DType::Q3K => t.row_q3k,
-        DType::Q2K => t.row_q2k,
-        _ => t.row_iq2,
-    }
-}
+mod common;
+use common::{row_fn, Rng, KTYPES};
 
 fn gemm_fn(t: &KernelTable, dt: DType) -> Option<GemmQ8Fn> {
     match dt {
@@ -141,36 +116,56 @@ const QTYPES: [DType; 6] = [
     DType::F16,
 ];
 
+/// Quantizes `w` to `dt`, runs `matmul` with the scalar and the best table
+/// on `pool`, and describes the first output that differs by more than the
+/// tolerance. The two activation quantizers may round a value differently
+/// by one step, so the tolerance is 1/127 of an activation step's worth per
+/// output.
+fn matmul_mismatch(
+    pool: &rayon::ThreadPool,
+    dt: DType,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    x: &[f32],
+    n: usize,
+) -> Option<String> {
+    let xmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let q = quantize(dt, w, rows, cols, None).unwrap();
+    let wr = WeightRef::new(dt, &q, rows, cols).unwrap();
+    let mut ys = vec![f32::NAN; n * rows];
+    let mut yb = vec![f32::NAN; n * rows];
+    pool.install(|| {
+        matmul_with(scalar_kernels(), &wr, x, n, &mut ys);
+        matmul_with(best_kernels(), &wr, x, n, &mut yb);
+    });
+    for i in 0..n {
+        for r in 0..rows {
+            let (p, v) = (ys[i * rows + r], yb[i * rows + r]);
+            let tol = 2e-2 * mag(w, cols, r, xmax) / 127.0 + 1e-6;
+            if (p - v).abs() > tol || p.is_nan() || v.is_nan() {
+                return Some(format!("y[{i}][{r}]: {p} vs {v}"));
+            }
+        }
+    }
+    None
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
     /// Whole `matmul` (activation quantization, 2-D panel split, output
-    /// placement) of the best table against the scalar table. The two
-    /// activation quantizers may round a value differently by one step, so
-    /// the tolerance is 1/127 of an activation step's worth per output.
+    /// placement) of the best table against the scalar table
+    /// ([`matmul_mismatch`]).
     #[test]
     fn matmul_best_matches_scalar(rows in 1usize..150, cols in 1usize..700, ni in 0usize..8, extra in 0usize..80, seed in 0u64..10_000, threads in 1usize..4) {
         let n = [1, 2, 3, 5, 17, 4, 8, 64][ni].max(1) + if ni == 7 { extra } else { 0 };
         let mut rng = Rng(seed);
         let w = weights(&mut rng, rows, cols, 1.0);
         let x = rng.gvec(n * cols);
-        let xmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         for dt in QTYPES {
-            let q = quantize(dt, &w, rows, cols, None).unwrap();
-            let wr = WeightRef::new(dt, &q, rows, cols).unwrap();
-            let mut ys = vec![f32::NAN; n * rows];
-            let mut yb = vec![f32::NAN; n * rows];
-            pool.install(|| {
-                matmul_with(scalar_kernels(), &wr, &x, n, &mut ys);
-                matmul_with(best_kernels(), &wr, &x, n, &mut yb);
-            });
-            for i in 0..n {
-                for r in 0..rows {
-                    let (p, v) = (ys[i * rows + r], yb[i * rows + r]);
-                    let tol = 2e-2 * mag(&w, cols, r, xmax) / 127.0 + 1e-6;
-                    prop_assert!((p - v).abs() <= tol, "{} {}x{} n={} y[{}][{}]: {} vs {}", dt, rows, cols, n, i, r, p, v);
-                }
-            }
+            let bad = matmul_mismatch(&pool, dt, &w, rows, cols, &x, n);
+            prop_assert!(bad.is_none(), "{} {}x{} n={} {}", dt, rows, cols, n, bad.unwrap_or_default());
         }
     }
 }
@@ -184,30 +179,14 @@ fn matmul_many_panels_match_scalar() {
     let mut rng = Rng(5);
     let w = weights(&mut rng, rows, cols, 1.0);
     let x = rng.gvec(n * cols);
-    let xmax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     for threads in [1, 3] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .unwrap();
         for dt in QTYPES {
-            let q = quantize(dt, &w, rows, cols, None).unwrap();
-            let wr = WeightRef::new(dt, &q, rows, cols).unwrap();
-            let mut ys = vec![f32::NAN; n * rows];
-            let mut yb = vec![f32::NAN; n * rows];
-            pool.install(|| {
-                matmul_with(scalar_kernels(), &wr, &x, n, &mut ys);
-                matmul_with(best_kernels(), &wr, &x, n, &mut yb);
-            });
-            for i in 0..n {
-                for r in 0..rows {
-                    let (p, v) = (ys[i * rows + r], yb[i * rows + r]);
-                    let tol = 2e-2 * mag(&w, cols, r, xmax) / 127.0 + 1e-6;
-                    assert!(
-                        (p - v).abs() <= tol,
-                        "{dt} t={threads} y[{i}][{r}]: {p} vs {v}"
-                    );
-                }
+            if let Some(bad) = matmul_mismatch(&pool, dt, &w, rows, cols, &x, n) {
+                panic!("{dt} t={threads} {bad}");
             }
         }
     }

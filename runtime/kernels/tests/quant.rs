@@ -5,24 +5,10 @@ use kompakt_kernels::blocks::{BlockQ8A32, BlockQ8K};
 use kompakt_kernels::*;
 use proptest::prelude::*;
 
-const QTYPES: [DType; 5] = [DType::Q8_0, DType::Q4K, DType::Q3K, DType::Q2K, DType::IQ2];
+mod common;
+use common::{row_fn, Rng, KTYPES};
 
-struct Rng(u64);
-impl Rng {
-    fn u(&mut self) -> f64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    fn gauss(&mut self) -> f32 {
-        ((-2.0 * self.u().ln()).sqrt() * (std::f64::consts::TAU * self.u()).cos()) as f32
-    }
-    fn gvec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.gauss()).collect()
-    }
-}
+const QTYPES: [DType; 5] = [DType::Q8_0, DType::Q4K, DType::Q3K, DType::Q2K, DType::IQ2];
 
 fn deq(dt: DType, q: &[u8], rows: usize, cols: usize) -> Vec<f32> {
     let w = WeightRef::new(dt, q, rows, cols).unwrap();
@@ -154,18 +140,6 @@ fn matmul_matches_dequantized_reference() {
                 assert!(e < 0.02, "{dt} {} {rows}x{cols} n={n}: {e}", t.isa);
             }
         }
-    }
-}
-
-/// The kernels of the K and IQ2 types (Q8_0 takes per-32 activations).
-const KTYPES: [DType; 4] = [DType::Q4K, DType::Q3K, DType::Q2K, DType::IQ2];
-
-fn row_fn(t: &KernelTable, dt: DType) -> RowQ8Fn {
-    match dt {
-        DType::Q4K => t.row_q4k,
-        DType::Q3K => t.row_q3k,
-        DType::Q2K => t.row_q2k,
-        _ => t.row_iq2,
     }
 }
 
