@@ -199,6 +199,29 @@ pub struct Heads {
     pub scale: f32,
 }
 
+impl Heads {
+    /// Width of a query row (`[n_heads * hd]`).
+    fn q_dim(&self) -> usize {
+        self.n_heads * self.hd
+    }
+
+    /// Width of a key/value row (`[n_kv_heads * hd]`).
+    fn kv_dim(&self) -> usize {
+        self.n_kv_heads * self.hd
+    }
+
+    /// KV head read by query head `h` (grouped heads).
+    fn kv_head(&self, h: usize) -> usize {
+        h / (self.n_heads / self.n_kv_heads)
+    }
+
+    /// Head `h` of query row `qi`.
+    fn query<'a>(&self, q: &'a [f32], qi: usize, h: usize) -> &'a [f32] {
+        let at = qi * self.q_dim() + h * self.hd;
+        &q[at..at + self.hd]
+    }
+}
+
 /// Keys and values of one attention context segment.
 #[derive(Clone, Copy, Debug)]
 pub struct KvSegment<'a> {
@@ -222,7 +245,7 @@ pub fn attention(
     visible: &(dyn Fn(usize) -> usize + Sync),
     out: &mut [f32],
 ) {
-    let n_q = out.len() / (heads.n_heads * heads.hd).max(1);
+    let n_q = out.len() / heads.q_dim().max(1);
     if n_q >= TRANSPOSED_MIN_QUERIES {
         attention_transposed(q, segments, heads, visible, out);
     } else {
@@ -243,20 +266,14 @@ fn attention_rows(
     out: &mut [f32],
 ) {
     let Heads {
-        n_heads,
-        n_kv_heads,
-        hd,
-        scale,
+        n_heads, hd, scale, ..
     } = heads;
-    let kv_dim = n_kv_heads * hd;
-    let group = n_heads / n_kv_heads;
-    let q_dim = n_heads * hd;
+    let kv_dim = heads.kv_dim();
     out.par_chunks_mut(hd).enumerate().for_each_init(
         || (Vec::new(), Vec::new()),
         |(scores, tmp): &mut (Vec<f32>, Vec<f32>), (idx, o)| {
             let (qi, h) = (idx / n_heads, idx % n_heads);
-            let kvh = h / group;
-            let qv = &q[qi * q_dim + h * hd..qi * q_dim + (h + 1) * hd];
+            let (kvh, qv) = (heads.kv_head(h), heads.query(q, qi, h));
             let n_vis = visible(qi);
             scores.clear();
             let mut remaining = n_vis;
@@ -299,9 +316,8 @@ fn attention_transposed(
         hd,
         scale,
     } = heads;
-    let kv_dim = n_kv_heads * hd;
-    let group = n_heads / n_kv_heads;
-    let q_dim = n_heads * hd;
+    let kv_dim = heads.kv_dim();
+    let q_dim = heads.q_dim();
     let n_q = out.len() / q_dim;
     let total: usize = segments.iter().map(|s| s.k.len() / kv_dim).sum();
     // [kv head][d][token] for keys and values.
@@ -329,8 +345,7 @@ fn attention_transposed(
         Vec::new,
         |scores: &mut Vec<f32>, (idx, o)| {
             let (h, qi) = (idx / n_q, idx % n_q);
-            let kvh = h / group;
-            let qv = &q[qi * q_dim + h * hd..qi * q_dim + (h + 1) * hd];
+            let (kvh, qv) = (heads.kv_head(h), heads.query(q, qi, h));
             let n_vis = visible(qi).min(total);
             let base = kvh * hd * total;
             scores.clear();
