@@ -24,8 +24,9 @@ fn main() {
         "kompakt" | "kompakt-rows" => {
             let data = kompakt_weight(dt, rows, cols);
             let w = WeightRef::new(dt, &data, rows, cols).unwrap();
-            // `kompakt-rows`: the same table without the mat-mat panel
-            // kernels (the per-row kernels with up to 4 activation rows).
+            // `kompakt-rows`: the same table without the panel kernels
+            // (the per-row kernels with up to 4 activation rows; for n = 1
+            // one indirect call per weight row).
             let mut t = *kernels();
             if a[1] == "kompakt-rows" {
                 (t.gemm_q8_0, t.gemm_q4k, t.gemm_q3k, t.gemm_q2k, t.gemm_iq2) =

@@ -193,6 +193,7 @@ pub fn matmul_with(t: &KernelTable, w: &WeightRef, x: &[f32], n: usize, y: &mut 
                 .for_each(|(a, xr)| (t.quantize_q8a32)(xr, a));
             let acts: Vec<&[BlockQ8A32]> = act.chunks(nb).collect();
             match t.gemm_q8_0 {
+                Some(g) if n == 1 => run_gemv(w, &acts, y, g),
                 Some(g) if n >= PANEL_MIN_N_Q8_0 => run_panels(w, &acts, y, g),
                 _ => run_rows(w, &acts, y, t.row_q8_0),
             }
@@ -206,6 +207,7 @@ pub fn matmul_with(t: &KernelTable, w: &WeightRef, x: &[f32], n: usize, y: &mut 
                 .for_each(|(a, xr)| (t.quantize_q8k)(xr, a));
             let acts: Vec<&[BlockQ8K]> = act.chunks(nb).collect();
             match gemm_q8_fn(t, w.dtype) {
+                Some(g) if n == 1 => run_gemv(w, &acts, y, g),
                 Some(g) if n >= PANEL_MIN_N => run_panels(w, &acts, y, g),
                 _ => run_rows(w, &acts, y, f),
             }
@@ -305,6 +307,25 @@ fn run_panels<A: Sync>(w: &WeightRef, acts: &[&[A]], y: &mut [f32], f: PanelFn<A
 
 /// Shared driver: tiles of weight rows in parallel; within a tile, groups of
 /// up to 4 activation rows, each weight row decoded once per group.
+/// Weight rows per parallel task of a mat-vec: enough tasks for load
+/// balance (8 per thread), at most 256 rows.
+fn gemv_tile(rows: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    rows.div_ceil(threads * 8).clamp(1, 256)
+}
+
+/// Mat-vec driver for the panel kernels (one activation row): tiles of
+/// [`gemv_tile`] weight rows in parallel, each one panel call writing its
+/// slice of `y`.
+fn run_gemv<A: Sync>(w: &WeightRef, acts: &[&[A]], y: &mut [f32], f: PanelFn<A>) {
+    let rb = w.row_bytes();
+    let tile = gemv_tile(w.rows);
+    y.par_chunks_mut(tile).enumerate().for_each(|(ti, yt)| {
+        let r0 = ti * tile;
+        f(&w.data[r0 * rb..(r0 + yt.len()) * rb], yt.len(), acts, yt);
+    });
+}
+
 fn run_rows<A: Sync>(
     w: &WeightRef,
     acts: &[&[A]],
@@ -319,7 +340,7 @@ fn run_rows<A: Sync>(
     let by_cache = (192 * 1024 / rb.max(1)).max(1);
     let by_balance = rows.div_ceil(threads * 8).max(1);
     let tile = if n == 1 {
-        by_balance.min(256)
+        gemv_tile(rows)
     } else {
         by_cache.min(by_balance).min(64)
     };

@@ -16,7 +16,9 @@ pub type RowQ8_0Fn = fn(row: &[u8], a: &[&[BlockQ8A32]], out: &mut [f32]);
 /// Panel kernel for mat-mat: `out[j * nw + i]` = weight row `i` (of the `nw`
 /// rows stored back to back in `w`, `w.len() / nw` bytes each) dotted with
 /// activation row `j` of `a` (any count); `out.len() >= nw * a.len()`.
-/// Register-blocked over several weight and activation rows.
+/// Register-blocked over several weight and activation rows; with one
+/// activation row (mat-vec) a loop over the weight rows with the row kernel
+/// inlined (`matmul` uses it for every `n = 1` product).
 pub type GemmQ8Fn = fn(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]);
 /// [`GemmQ8Fn`] for Q8_0 weights with [`BlockQ8A32`] activations.
 pub type GemmQ8_0Fn = fn(w: &[u8], nw: usize, a: &[&[BlockQ8A32]], out: &mut [f32]);
@@ -63,8 +65,8 @@ pub fn best_kernels() -> &'static KernelTable {
 
 /// The table every public entry point uses: [`best_kernels`], or the scalar
 /// one when the environment variable `KOMPAKT_FORCE_SCALAR` is `1`/`true`.
-/// `KOMPAKT_NO_PANELS=1` drops the mat-mat panel kernels (`gemm_*`), so
-/// `matmul` uses the per-row kernels for every `n` (A/B comparisons).
+/// `KOMPAKT_NO_PANELS=1` drops the panel kernels (`gemm_*`), so `matmul`
+/// calls the per-row kernels for every `n`, mat-vec included (A/B comparisons).
 pub fn kernels() -> &'static KernelTable {
     static CHOSEN: OnceLock<&'static KernelTable> = OnceLock::new();
     static NO_PANELS: OnceLock<KernelTable> = OnceLock::new();

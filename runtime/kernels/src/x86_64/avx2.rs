@@ -353,6 +353,10 @@ fn tiles<const RM: usize, const RN: usize>(
 /// weight scales are converted from f16 once per panel into 8-lane vectors,
 /// the activation scales laid out 4 rows side by side per block.
 pub fn gemm_q8_0(w: &[u8], nw: usize, a: &[&[BlockQ8A32]], out: &mut [f32]) {
+    if let [x] = a {
+        // SAFETY: this table is installed only when avx2/fma/f16c were detected.
+        return unsafe { gemv_q8_0(w, nw, x, out) };
+    }
     if a.is_empty() {
         return;
     }
@@ -798,17 +802,55 @@ unsafe fn kq_mk<const RM: usize, const RN: usize>(
 }
 
 pub fn gemm_q4k(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
+    if let [x] = a {
+        // SAFETY: this table is installed only when avx2/fma/f16c were detected.
+        return unsafe { gemv_q4k(w, nw, x, out) };
+    }
     gemm_packed::<BlockQ4K>(w, nw, a, out, pack_q4k)
 }
 pub fn gemm_q3k(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
+    if let [x] = a {
+        // SAFETY: this table is installed only when avx2/fma/f16c were detected.
+        return unsafe { gemv_q3k(w, nw, x, out) };
+    }
     gemm_packed::<BlockQ3K>(w, nw, a, out, pack_q3k)
 }
 pub fn gemm_q2k(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
+    if let [x] = a {
+        // SAFETY: this table is installed only when avx2/fma/f16c were detected.
+        return unsafe { gemv_q2k(w, nw, x, out) };
+    }
     gemm_packed::<BlockQ2K>(w, nw, a, out, pack_q2k)
 }
 pub fn gemm_iq2(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]) {
+    if let [x] = a {
+        // SAFETY: this table is installed only when avx2/fma/f16c were detected.
+        return unsafe { gemv_iq2(w, nw, x, out) };
+    }
     gemm_packed::<BlockIQ2>(w, nw, a, out, pack_iq2)
 }
+
+/// Mat-vec path of a panel kernel (one activation row): the type's row
+/// kernel for each weight row of the panel, inlined into one loop (no
+/// indirect call, activation-count dispatch or constant setup per row).
+macro_rules! gemv_each_row {
+    ($name:ident, $imp:ident, $blk:ty, $act:ty) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name(w: &[u8], nw: usize, x: &[$act], out: &mut [f32]) {
+            let (rb, _) = panel_shape(w, nw, size_of::<$blk>(), 1, out);
+            let acts = [x];
+            for (row, o) in w.chunks_exact(rb).zip(out.chunks_exact_mut(1)) {
+                // SAFETY: avx2/fma/f16c are enabled in this function.
+                unsafe { $imp::<1>(row, &acts, o) }
+            }
+        }
+    };
+}
+gemv_each_row!(gemv_q3k, q3k_impl, BlockQ3K, BlockQ8K);
+gemv_each_row!(gemv_q2k, q2k_impl, BlockQ2K, BlockQ8K);
+gemv_each_row!(gemv_iq2, iq2_impl, BlockIQ2, BlockQ8K);
+gemv_each_row!(gemv_q4k, q4k_impl, BlockQ4K, BlockQ8K);
+gemv_each_row!(gemv_q8_0, q8_0_impl, BlockQ8_0, BlockQ8A32);
 
 /// `pshufb` controls broadcasting 16-bit lane `j` (0..8) of a 128-bit lane.
 #[inline]
