@@ -167,24 +167,15 @@ impl KvRows<'_> {
     fn dot(&self, q: &[f32], at: usize) -> f32 {
         match self {
             KvRows::F32(x) => kompakt_kernels::dot(q, &x[at..at + q.len()]),
-            KvRows::F16(x) => {
-                let row: &[u8] = bytemuck::cast_slice(&x[at..at + q.len()]);
-                let mut o = [0f32];
-                (kompakt_kernels::kernels().row_f16)(row, &[q], &mut o);
-                o[0]
-            }
+            KvRows::F16(x) => kompakt_kernels::dot_f16(q, &x[at..at + q.len()]),
         }
     }
 
-    /// `out += a * self[at..at + out.len()]`; `tmp` is scratch.
-    fn axpy(&self, a: f32, at: usize, out: &mut [f32], tmp: &mut Vec<f32>) {
+    /// `out += a * self[at..at + out.len()]`.
+    fn axpy(&self, a: f32, at: usize, out: &mut [f32]) {
         match self {
             KvRows::F32(x) => kompakt_kernels::axpy(a, &x[at..at + out.len()], out),
-            KvRows::F16(x) => {
-                tmp.resize(out.len(), 0.0);
-                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&x[at..at + out.len()], tmp);
-                kompakt_kernels::axpy(a, tmp, out);
-            }
+            KvRows::F16(x) => kompakt_kernels::axpy_f16(a, &x[at..at + out.len()], out),
         }
     }
 }
@@ -257,7 +248,14 @@ pub fn attention(
 /// form pays for itself.
 const TRANSPOSED_MIN_QUERIES: usize = 8;
 
-/// One dot product per (query, head, key) over the token-major context.
+/// Few queries (decoding): per query, the context is split into ranges of
+/// positions run in parallel, each read in token order (a position's keys or
+/// values of all heads are one contiguous row). Pass 1 computes the scores of
+/// every head at the range's positions and the range's maximum per head;
+/// pass 2 takes `exp(score - max)` with the global maximum and accumulates
+/// the values into the range's unnormalized output and sum per head; the
+/// ranges' outputs are then added and divided by the total sum (the softmax
+/// of [`softmax`], reassociated).
 fn attention_rows(
     q: &[f32],
     segments: &[KvSegment<'_>],
@@ -268,34 +266,117 @@ fn attention_rows(
     let Heads {
         n_heads, hd, scale, ..
     } = heads;
-    let kv_dim = heads.kv_dim();
-    out.par_chunks_mut(hd).enumerate().for_each_init(
-        || (Vec::new(), Vec::new()),
-        |(scores, tmp): &mut (Vec<f32>, Vec<f32>), (idx, o)| {
-            let (qi, h) = (idx / n_heads, idx % n_heads);
-            let (kvh, qv) = (heads.kv_head(h), heads.query(q, qi, h));
-            let n_vis = visible(qi);
-            scores.clear();
-            let mut remaining = n_vis;
-            for seg in segments {
-                let len = (seg.k.len() / kv_dim).min(remaining);
-                for j in 0..len {
-                    scores.push(seg.k.dot(qv, j * kv_dim + kvh * hd) * scale);
-                }
-                remaining -= len;
-            }
-            softmax(scores);
+    let (kv_dim, q_dim) = (heads.kv_dim(), heads.q_dim());
+    let threads = rayon::current_num_threads().max(1);
+    for (qi, o) in out.chunks_mut(q_dim).enumerate() {
+        let n_vis = visible(qi);
+        if n_vis == 0 {
             o.fill(0.0);
-            let mut j0 = 0;
-            for seg in segments {
-                let len = (seg.v.len() / kv_dim).min(scores.len() - j0);
-                for j in 0..len {
-                    seg.v.axpy(scores[j0 + j], j * kv_dim + kvh * hd, o, tmp);
+            continue;
+        }
+        let ranges = context_ranges(segments, kv_dim, n_vis, n_vis.div_ceil(4 * threads).max(32));
+        // Pass 1: scores [position][head] and each range's maximum per head.
+        let mut scores = vec![0f32; n_vis * n_heads];
+        let mut maxes = vec![f32::NEG_INFINITY; ranges.len() * n_heads];
+        let mut tasks = Vec::with_capacity(ranges.len());
+        let (mut rest, mut mrest) = (&mut scores[..], &mut maxes[..]);
+        for r in &ranges {
+            let (sc, tail) = rest.split_at_mut(r.len * n_heads);
+            let (mx, mtail) = mrest.split_at_mut(n_heads);
+            tasks.push((r, sc, mx));
+            (rest, mrest) = (tail, mtail);
+        }
+        tasks.into_par_iter().for_each(|(r, sc, mx)| {
+            let k = segments[r.seg].k;
+            for (j, row) in sc.chunks_mut(n_heads).enumerate() {
+                let at = (r.start + j) * kv_dim;
+                for (h, s) in row.iter_mut().enumerate() {
+                    *s = k.dot(heads.query(q, qi, h), at + heads.kv_head(h) * hd) * scale;
+                    mx[h] = mx[h].max(*s);
                 }
-                j0 += len;
             }
-        },
-    );
+        });
+        let mut max = vec![f32::NEG_INFINITY; n_heads];
+        for mx in maxes.chunks(n_heads) {
+            for (m, &v) in max.iter_mut().zip(mx) {
+                *m = m.max(v);
+            }
+        }
+        // Pass 2: unnormalized outputs and sums per range.
+        let mut parts = vec![0f32; ranges.len() * (q_dim + n_heads)];
+        let mut offset = 0;
+        let tasks: Vec<_> = ranges
+            .iter()
+            .zip(parts.chunks_mut(q_dim + n_heads))
+            .map(|(r, part)| {
+                let sc = &scores[offset * n_heads..(offset + r.len) * n_heads];
+                offset += r.len;
+                (r, sc, part)
+            })
+            .collect();
+        tasks.into_par_iter().for_each(|(r, sc, part)| {
+            let v = segments[r.seg].v;
+            let (acc, sums) = part.split_at_mut(q_dim);
+            for (j, row) in sc.chunks(n_heads).enumerate() {
+                let at = (r.start + j) * kv_dim;
+                for (h, &s) in row.iter().enumerate() {
+                    let e = (s - max[h]).exp();
+                    sums[h] += e;
+                    v.axpy(
+                        e,
+                        at + heads.kv_head(h) * hd,
+                        &mut acc[h * hd..(h + 1) * hd],
+                    );
+                }
+            }
+        });
+        o.fill(0.0);
+        let mut sum = vec![0f32; n_heads];
+        for part in parts.chunks(q_dim + n_heads) {
+            let (acc, sums) = part.split_at(q_dim);
+            for (a, b) in o.iter_mut().zip(acc) {
+                *a += b;
+            }
+            for (a, b) in sum.iter_mut().zip(sums) {
+                *a += b;
+            }
+        }
+        for (oh, s) in o.chunks_mut(hd).zip(&sum) {
+            let inv = 1.0 / s;
+            oh.iter_mut().for_each(|v| *v *= inv);
+        }
+    }
+}
+
+/// Positions `start..start + len` of segment `seg`.
+#[derive(Clone, Copy, Debug)]
+struct ContextRange {
+    seg: usize,
+    start: usize,
+    len: usize,
+}
+
+/// The first `n_vis` context positions over `segments` in ranges of at most
+/// `max_len` positions, none crossing a segment boundary.
+fn context_ranges(
+    segments: &[KvSegment<'_>],
+    kv_dim: usize,
+    n_vis: usize,
+    max_len: usize,
+) -> Vec<ContextRange> {
+    let mut out = Vec::new();
+    let mut remaining = n_vis;
+    for (seg, s) in segments.iter().enumerate() {
+        let len = (s.k.len() / kv_dim).min(remaining);
+        let mut start = 0;
+        while start < len {
+            let n = max_len.min(len - start);
+            out.push(ContextRange { seg, start, len: n });
+            start += n;
+        }
+        remaining -= len;
+    }
+    out
 }
 
 /// The context copied once per KV head into dimension-major rows
@@ -424,7 +505,9 @@ mod tests {
 
     #[test]
     fn transposed_attention_matches_row_attention() {
-        // Two segments (prefix + own tokens), grouped heads, causal masks.
+        // Two segments (prefix + own tokens), grouped heads, causal masks;
+        // the second segment long enough that `attention_rows` splits it into
+        // several position ranges (of at least 32).
         let (n_heads, n_kv, hd) = (4, 2, 8);
         let kv_dim = n_kv * hd;
         let mut seed = 7u32;
@@ -436,7 +519,7 @@ mod tests {
                 })
                 .collect()
         };
-        let (len_a, len_b, n_q) = (5, 13, 11);
+        let (len_a, len_b, n_q) = (5, 130, 11);
         let (ka, va) = (rnd(len_a * kv_dim), rnd(len_a * kv_dim));
         let (kb, vb) = (rnd(len_b * kv_dim), rnd(len_b * kv_dim));
         let q = rnd(n_q * n_heads * hd);
@@ -466,7 +549,7 @@ mod tests {
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
         }
-        // The first query sees 8 positions: its output differs from the last's.
+        // The first query sees 125 positions: its output differs from the last's.
         assert!(a[..hd] != a[(n_q - 1) * n_heads * hd..][..hd]);
     }
 }

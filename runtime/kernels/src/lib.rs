@@ -450,3 +450,15 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     let n = x.len().min(y.len());
     (kernels().axpy)(a, &x[..n], &mut y[..n])
 }
+
+/// [`dot`] with f16 `b`, over the common length.
+pub fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
+    let n = a.len().min(b.len());
+    (kernels().dot_f16)(&a[..n], &b[..n])
+}
+
+/// [`axpy`] with f16 `x`, over the common length.
+pub fn axpy_f16(a: f32, x: &[half::f16], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    (kernels().axpy_f16)(a, &x[..n], &mut y[..n])
+}

@@ -10,7 +10,9 @@ use kompakt_format::DType;
 pub static TABLE: KernelTable = KernelTable {
     isa: "scalar",
     dot,
+    dot_f16,
     axpy,
+    axpy_f16,
     row_f32,
     row_f16,
     row_bf16,
@@ -48,6 +50,29 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     for (yv, xv) in y.iter_mut().zip(x) {
         *yv += a * xv;
+    }
+}
+
+/// [`dot`] with f16 `b`.
+pub fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
+    let mut acc = [0f32; 8];
+    let n8 = a.len() / 8 * 8;
+    for (ca, cb) in a[..n8].chunks_exact(8).zip(b[..n8].chunks_exact(8)) {
+        for k in 0..8 {
+            acc[k] += ca[k] * cb[k].to_f32();
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in n8..a.len() {
+        s += a[i] * b[i].to_f32();
+    }
+    s
+}
+
+/// [`axpy`] with f16 `x`.
+pub fn axpy_f16(a: f32, x: &[half::f16], y: &mut [f32]) {
+    for (yv, xv) in y.iter_mut().zip(x) {
+        *yv += a * xv.to_f32();
     }
 }
 

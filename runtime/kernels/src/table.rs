@@ -29,7 +29,11 @@ pub struct KernelTable {
     /// `"avx2"`, `"neon"`, `"neon+dotprod"` or `"scalar"`.
     pub isa: &'static str,
     pub dot: fn(&[f32], &[f32]) -> f32,
+    /// `dot` with f16 `b` (attention over an f16 KV cache); equal lengths.
+    pub dot_f16: fn(&[f32], &[half::f16]) -> f32,
     pub axpy: fn(f32, &[f32], &mut [f32]),
+    /// `axpy` with f16 `x`; equal lengths.
+    pub axpy_f16: fn(f32, &[half::f16], &mut [f32]),
     pub row_f32: RowF32Fn,
     pub row_f16: RowF32Fn,
     pub row_bf16: RowF32Fn,

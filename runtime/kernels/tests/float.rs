@@ -118,6 +118,23 @@ proptest! {
         for (p, q) in y1.iter().zip(&y2) {
             prop_assert!((p - q).abs() <= 1e-6);
         }
+        // f16 operands (attention over an f16 KV cache): the scalar f16
+        // kernels equal the f32 ones on the rounded values, SIMD within the
+        // same tolerance.
+        let xh: Vec<half::f16> = x.iter().map(|&v| half::f16::from_f32(v)).collect();
+        let xr: Vec<f32> = xh.iter().map(|v| v.to_f32()).collect();
+        let s16 = (scalar_kernels().dot_f16)(&y, &xh);
+        prop_assert_eq!(s16, (scalar_kernels().dot)(&y, &xr));
+        let v16 = (best_kernels().dot_f16)(&y, &xh);
+        prop_assert!((s16 - v16).abs() <= 1e-5 * (n as f32 + 1.0));
+        let (mut y1, mut y2, mut y3) = (y.clone(), y.clone(), y.clone());
+        (scalar_kernels().axpy_f16)(a, &xh, &mut y1);
+        (best_kernels().axpy_f16)(a, &xh, &mut y2);
+        (scalar_kernels().axpy)(a, &xr, &mut y3);
+        prop_assert_eq!(&y1, &y3);
+        for (p, q) in y1.iter().zip(&y2) {
+            prop_assert!((p - q).abs() <= 1e-6);
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::arch::asm;
 pub static TABLE: KernelTable = KernelTable {
     isa: "neon",
     dot,
+    dot_f16: scalar::dot_f16,
     axpy,
+    axpy_f16: scalar::axpy_f16,
     row_f32,
     row_f16: scalar::row_f16,
     row_bf16,

@@ -12,7 +12,9 @@ use std::arch::x86_64::*;
 pub static TABLE: KernelTable = KernelTable {
     isa: "avx2",
     dot,
+    dot_f16,
     axpy,
+    axpy_f16,
     row_f32,
     row_f16,
     row_bf16,
@@ -41,23 +43,47 @@ fn hsum(v: __m256) -> f32 {
 
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    // SAFETY: this table is installed only when avx2, fma and f16c were detected.
-    unsafe { dot_impl(a, b) }
+    // SAFETY: this table is installed only when avx2, fma and f16c were detected;
+    // b has a.len() f32.
+    unsafe { dot_impl::<0>(a, b.as_ptr() as *const u8) }
 }
 
+pub fn dot_f16(a: &[f32], b: &[half::f16]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    // SAFETY: as in `dot`; b has a.len() f16.
+    unsafe { dot_impl::<1>(a, b.as_ptr() as *const u8) }
+}
+
+/// Value `j` of kind `K` (0 = f32, 1 = f16) at `p`.
+///
+/// # Safety
+/// `p` points to at least `j + 1` values of kind `K`.
+#[inline]
+unsafe fn value_at<const K: u8>(p: *const u8, j: usize) -> f32 {
+    // SAFETY: the caller guarantees value j is readable.
+    unsafe {
+        match K {
+            0 => (p as *const f32).add(j).read_unaligned(),
+            _ => (p as *const half::f16).add(j).read_unaligned().to_f32(),
+        }
+    }
+}
+
+/// `sum a[i] * b[i]`, `b` of kind `K` (0 = f32, 1 = f16) with `a.len()` values.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
+unsafe fn dot_impl<const K: u8>(a: &[f32], pb: *const u8) -> f32 {
     let n = a.len();
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let w = if K == 0 { 4 } else { 2 };
+    let pa = a.as_ptr();
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
-    // SAFETY: every load reads 8 floats below n.
+    // SAFETY: every load reads 8 values below n.
     unsafe {
         while i + 32 <= n {
             for (k, a) in acc.iter_mut().enumerate() {
                 *a = _mm256_fmadd_ps(
                     _mm256_loadu_ps(pa.add(i + 8 * k)),
-                    _mm256_loadu_ps(pb.add(i + 8 * k)),
+                    load_w::<K>(pb.add((i + 8 * k) * w)),
                     *a,
                 );
             }
@@ -66,7 +92,7 @@ unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
         while i + 8 <= n {
             acc[0] = _mm256_fmadd_ps(
                 _mm256_loadu_ps(pa.add(i)),
-                _mm256_loadu_ps(pb.add(i)),
+                load_w::<K>(pb.add(i * w)),
                 acc[0],
             );
             i += 8;
@@ -74,36 +100,48 @@ unsafe fn dot_impl(a: &[f32], b: &[f32]) -> f32 {
     }
     let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     let mut s = hsum(v);
-    for j in i..n {
-        s += a[j] * b[j];
+    for (j, av) in a.iter().enumerate().skip(i) {
+        // SAFETY: j < n values at pb.
+        s += av * unsafe { value_at::<K>(pb, j) };
     }
     s
 }
 
 pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
-    // SAFETY: this table is installed only when avx2, fma and f16c were detected.
-    unsafe { axpy_impl(a, x, y) }
+    // SAFETY: this table is installed only when avx2, fma and f16c were detected;
+    // x has y.len() f32.
+    unsafe { axpy_impl::<0>(a, x.as_ptr() as *const u8, y) }
 }
 
+pub fn axpy_f16(a: f32, x: &[half::f16], y: &mut [f32]) {
+    assert_eq!(x.len(), y.len());
+    // SAFETY: as in `axpy`; x has y.len() f16.
+    unsafe { axpy_impl::<1>(a, x.as_ptr() as *const u8, y) }
+}
+
+/// `y[i] += a * x[i]`, `x` of kind `K` (0 = f32, 1 = f16) with `y.len()` values.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn axpy_impl(a: f32, x: &[f32], y: &mut [f32]) {
-    let n = x.len();
+unsafe fn axpy_impl<const K: u8>(a: f32, px: *const u8, y: &mut [f32]) {
+    let n = y.len();
+    let w = if K == 0 { 4 } else { 2 };
     let va = _mm256_set1_ps(a);
     let mut i = 0;
-    // SAFETY: loads and stores of 8 floats below n; x and y do not alias (& vs &mut).
+    // SAFETY: loads and stores of 8 values below n; x is a shared slice, y a
+    // unique one, so they do not alias.
     unsafe {
         while i + 8 <= n {
             let p = y.as_mut_ptr().add(i);
             _mm256_storeu_ps(
                 p,
-                _mm256_fmadd_ps(va, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(p)),
+                _mm256_fmadd_ps(va, load_w::<K>(px.add(i * w)), _mm256_loadu_ps(p)),
             );
             i += 8;
         }
     }
-    for j in i..n {
-        y[j] += a * x[j];
+    for (j, yv) in y.iter_mut().enumerate().skip(i) {
+        // SAFETY: j < n values at px.
+        *yv += a * unsafe { value_at::<K>(px, j) };
     }
 }
 
