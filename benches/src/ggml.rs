@@ -328,6 +328,39 @@ pub mod llama {
             Model { ptr }
         }
 
+        /// Loads only the hyperparameters and the tokenizer of a GGUF
+        /// (`vocab_only`: no tensor is read).
+        pub fn load_vocab_only(path: &Path) -> Result<Model, String> {
+            init();
+            let c = CString::new(path.to_string_lossy().as_bytes())
+                .map_err(|_| format!("{}: path contains a NUL byte", path.display()))?;
+            // SAFETY: default params with vocab_only set, a valid C path.
+            let ptr = unsafe {
+                let mut p = sys::llama_model_default_params();
+                p.n_gpu_layers = 0;
+                p.vocab_only = true;
+                sys::llama_model_load_from_file(c.as_ptr(), p)
+            };
+            if ptr.is_null() {
+                return Err(format!(
+                    "{}: llama.cpp could not load the vocabulary (see its log above)",
+                    path.display()
+                ));
+            }
+            Ok(Model { ptr })
+        }
+
+        /// The raw model, for other llama.cpp libraries (libmtmd).
+        pub fn as_ptr(&self) -> *const sys::llama_model {
+            self.ptr
+        }
+
+        /// Width of the input embeddings (`llama_model_n_embd`).
+        pub fn n_embd(&self) -> usize {
+            // SAFETY: valid model.
+            unsafe { sys::llama_model_n_embd(self.ptr) as usize }
+        }
+
         pub fn n_vocab(&self) -> usize {
             // SAFETY: valid model.
             unsafe { sys::llama_vocab_n_tokens(sys::llama_model_get_vocab(self.ptr)) as usize }

@@ -10,6 +10,8 @@ use std::time::Instant;
 
 #[cfg(feature = "ggml")]
 pub mod ggml;
+#[cfg(feature = "mtmd")]
+pub mod mtmd;
 
 /// The real Qwen2-Audio shapes `(name, rows = out, cols = in)`.
 pub const SHAPES: [(&str, usize, usize); 8] = [
