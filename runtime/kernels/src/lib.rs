@@ -305,8 +305,6 @@ fn run_panels<A: Sync>(w: &WeightRef, acts: &[&[A]], y: &mut [f32], f: PanelFn<A
     });
 }
 
-/// Shared driver: tiles of weight rows in parallel; within a tile, groups of
-/// up to 4 activation rows, each weight row decoded once per group.
 /// Weight rows per parallel task of a mat-vec: enough tasks for load
 /// balance (8 per thread), at most 256 rows.
 fn gemv_tile(rows: usize) -> usize {
@@ -326,6 +324,8 @@ fn run_gemv<A: Sync>(w: &WeightRef, acts: &[&[A]], y: &mut [f32], f: PanelFn<A>)
     });
 }
 
+/// Shared driver: tiles of weight rows in parallel; within a tile, groups of
+/// up to 4 activation rows, each weight row decoded once per group.
 fn run_rows<A: Sync>(
     w: &WeightRef,
     acts: &[&[A]],
