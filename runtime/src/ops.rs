@@ -279,23 +279,25 @@ fn attention_rows(
         let mut scores = vec![0f32; n_vis * n_heads];
         let mut maxes = vec![f32::NEG_INFINITY; ranges.len() * n_heads];
         let mut tasks = Vec::with_capacity(ranges.len());
-        let (mut rest, mut mrest) = (&mut scores[..], &mut maxes[..]);
+        let mut rest = &mut scores[..];
         for r in &ranges {
             let (sc, tail) = rest.split_at_mut(r.len * n_heads);
-            let (mx, mtail) = mrest.split_at_mut(n_heads);
-            tasks.push((r, sc, mx));
-            (rest, mrest) = (tail, mtail);
+            tasks.push((r, sc));
+            rest = tail;
         }
-        tasks.into_par_iter().for_each(|(r, sc, mx)| {
-            let k = segments[r.seg].k;
-            for (j, row) in sc.chunks_mut(n_heads).enumerate() {
-                let at = (r.start + j) * kv_dim;
-                for (h, s) in row.iter_mut().enumerate() {
-                    *s = k.dot(heads.query(q, qi, h), at + heads.kv_head(h) * hd) * scale;
-                    mx[h] = mx[h].max(*s);
+        tasks
+            .into_par_iter()
+            .zip(maxes.par_chunks_mut(n_heads))
+            .for_each(|((r, sc), mx)| {
+                let k = segments[r.seg].k;
+                for (j, row) in sc.chunks_mut(n_heads).enumerate() {
+                    let at = (r.start + j) * kv_dim;
+                    for (h, s) in row.iter_mut().enumerate() {
+                        *s = k.dot(heads.query(q, qi, h), at + heads.kv_head(h) * hd) * scale;
+                        mx[h] = mx[h].max(*s);
+                    }
                 }
-            }
-        });
+            });
         let mut max = vec![f32::NEG_INFINITY; n_heads];
         for mx in maxes.chunks(n_heads) {
             for (m, &v) in max.iter_mut().zip(mx) {
@@ -304,32 +306,27 @@ fn attention_rows(
         }
         // Pass 2: unnormalized outputs and sums per range.
         let mut parts = vec![0f32; ranges.len() * (q_dim + n_heads)];
-        let mut offset = 0;
-        let tasks: Vec<_> = ranges
-            .iter()
-            .zip(parts.chunks_mut(q_dim + n_heads))
-            .map(|(r, part)| {
-                let sc = &scores[offset * n_heads..(offset + r.len) * n_heads];
-                offset += r.len;
-                (r, sc, part)
-            })
-            .collect();
-        tasks.into_par_iter().for_each(|(r, sc, part)| {
-            let v = segments[r.seg].v;
-            let (acc, sums) = part.split_at_mut(q_dim);
-            for (j, row) in sc.chunks(n_heads).enumerate() {
-                let at = (r.start + j) * kv_dim;
-                for (h, &s) in row.iter().enumerate() {
-                    let e = (s - max[h]).exp();
-                    sums[h] += e;
-                    v.axpy(
-                        e,
-                        at + heads.kv_head(h) * hd,
-                        &mut acc[h * hd..(h + 1) * hd],
-                    );
+        let scores = &scores;
+        parts
+            .par_chunks_mut(q_dim + n_heads)
+            .zip(&ranges)
+            .for_each(|(part, r)| {
+                let v = segments[r.seg].v;
+                let (acc, sums) = part.split_at_mut(q_dim);
+                let sc = &scores[r.pos * n_heads..(r.pos + r.len) * n_heads];
+                for (j, row) in sc.chunks(n_heads).enumerate() {
+                    let at = (r.start + j) * kv_dim;
+                    for (h, &s) in row.iter().enumerate() {
+                        let e = (s - max[h]).exp();
+                        sums[h] += e;
+                        v.axpy(
+                            e,
+                            at + heads.kv_head(h) * hd,
+                            &mut acc[h * hd..(h + 1) * hd],
+                        );
+                    }
                 }
-            }
-        });
+            });
         o.fill(0.0);
         let mut sum = vec![0f32; n_heads];
         for part in parts.chunks(q_dim + n_heads) {
@@ -348,11 +345,13 @@ fn attention_rows(
     }
 }
 
-/// Positions `start..start + len` of segment `seg`.
+/// Positions `start..start + len` of segment `seg`, which are positions
+/// `pos..pos + len` of the whole context.
 #[derive(Clone, Copy, Debug)]
 struct ContextRange {
     seg: usize,
     start: usize,
+    pos: usize,
     len: usize,
 }
 
@@ -371,7 +370,13 @@ fn context_ranges(
         let mut start = 0;
         while start < len {
             let n = max_len.min(len - start);
-            out.push(ContextRange { seg, start, len: n });
+            let pos = n_vis - remaining + start;
+            out.push(ContextRange {
+                seg,
+                start,
+                pos,
+                len: n,
+            });
             start += n;
         }
         remaining -= len;
