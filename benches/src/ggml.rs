@@ -312,38 +312,29 @@ pub mod llama {
 
     impl Model {
         pub fn load(path: &Path) -> Model {
-            init();
-            let c = cstr(path);
-            // SAFETY: default params, a valid C path.
-            let ptr = unsafe {
-                let mut p = sys::llama_model_default_params();
-                p.n_gpu_layers = 0;
-                sys::llama_model_load_from_file(c.as_ptr(), p)
-            };
-            assert!(
-                !ptr.is_null(),
-                "llama.cpp could not load {}",
-                path.display()
-            );
-            Model { ptr }
+            Model::load_with(path, false).unwrap_or_else(|e| panic!("{e}"))
         }
 
         /// Loads only the hyperparameters and the tokenizer of a GGUF
         /// (`vocab_only`: no tensor is read).
         pub fn load_vocab_only(path: &Path) -> Result<Model, String> {
+            Model::load_with(path, true)
+        }
+
+        fn load_with(path: &Path, vocab_only: bool) -> Result<Model, String> {
             init();
             let c = CString::new(path.to_string_lossy().as_bytes())
                 .map_err(|_| format!("{}: path contains a NUL byte", path.display()))?;
-            // SAFETY: default params with vocab_only set, a valid C path.
+            // SAFETY: default params (CPU, optionally vocab_only), a valid C path.
             let ptr = unsafe {
                 let mut p = sys::llama_model_default_params();
                 p.n_gpu_layers = 0;
-                p.vocab_only = true;
+                p.vocab_only = vocab_only;
                 sys::llama_model_load_from_file(c.as_ptr(), p)
             };
             if ptr.is_null() {
                 return Err(format!(
-                    "{}: llama.cpp could not load the vocabulary (see its log above)",
+                    "llama.cpp could not load {} (see its log above)",
                     path.display()
                 ));
             }

@@ -83,6 +83,17 @@ pub fn time_best(mut f: impl FnMut(), reps: usize, min_s: f64) -> f64 {
     best
 }
 
+/// Median of `v` (mean of the middle two for an even count; NaN when empty).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Read bandwidth in GB/s over a `bytes`-long buffer on `threads` threads,
 /// best of at least `reps` passes and 1 s: [`kompakt_kernels::probe`], the
 /// same measurement `kompakt bench` makes.

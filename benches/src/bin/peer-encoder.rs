@@ -30,6 +30,7 @@
 //! Usage: `peer-encoder [--dir /work/data/mtmd] [--types f16,q8_0]
 //! [--seconds 5,10,30] [--threads 1,2] [--reps 3] [--no-check]`.
 use kompakt_benches::ggml::llama;
+use kompakt_benches::median;
 use kompakt_benches::mtmd::AudioEncoder;
 use kompakt_runtime::{Model, Session};
 use std::path::PathBuf;
@@ -110,16 +111,6 @@ fn signal(seconds: f64) -> Vec<f32> {
             (a + b + 0.05 * noise) as f32
         })
         .collect()
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 /// (mean, min) cosine of the first `rows` rows of width `w`.

@@ -18,6 +18,7 @@
 //! Usage: `peer-speed [--threads 1,2] [--reps 3] [--prompt 512] [--gen 64]
 //! [--pairs f16,q8_0,q4_k,q3_k,q2_k]`.
 use kompakt_benches::ggml::llama;
+use kompakt_benches::median;
 use kompakt_runtime::{eval, Model, Session};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -81,19 +82,6 @@ struct Row {
     lp: Vec<Vec<f64>>,
     ld: Vec<Vec<f64>>,
 }
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn print_table(rows: &[Row], threads: &[usize], plen: usize, gen: usize, done: usize) {
     println!(
         "\nPrefill {plen} tokens, decode {gen} tokens (greedy, EOS ignored), tok/s, median of {done} interleaved runs.\n\
