@@ -887,7 +887,6 @@ macro_rules! gemv_each_row {
 gemv_each_row!(gemv_q3k, q3k_impl, BlockQ3K, BlockQ8K);
 gemv_each_row!(gemv_q2k, q2k_impl, BlockQ2K, BlockQ8K);
 gemv_each_row!(gemv_iq2, iq2_impl, BlockIQ2, BlockQ8K);
-gemv_each_row!(gemv_q4k, q4k_impl, BlockQ4K, BlockQ8K);
 gemv_each_row!(gemv_q8_0, q8_0_impl, BlockQ8_0, BlockQ8A32);
 
 /// `pshufb` controls broadcasting 16-bit lane `j` (0..8) of a 128-bit lane.
@@ -960,6 +959,96 @@ unsafe fn q4k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
     for r in 0..NR {
         out[r] = hsum(_mm256_sub_ps(acc[r], accm[r]));
     }
+}
+
+/// Q4K mat-vec: [`q4k_vec_impl`] for each weight row of the panel, on a copy
+/// of the activation row in [`q4k_vec_order`] (made once per panel: ~4 KB
+/// per 4096 columns, against up to 256 weight rows of 2.3 KB each).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv_q4k(w: &[u8], nw: usize, x: &[BlockQ8K], out: &mut [f32]) {
+    let (rb, nb) = panel_shape(w, nw, size_of::<BlockQ4K>(), 1, out);
+    assert!(
+        x.len() >= nb,
+        "activation row has {} blocks, need {nb}",
+        x.len()
+    );
+    let xp: Vec<BlockQ8K> = x[..nb].iter().map(q4k_vec_order).collect();
+    // Opaque to LLVM, which otherwise rewrites each lane-varying `pshufb`
+    // of constant controls into three shuffles (pshuflw + pshufd + vpermq).
+    let sshuf = std::hint::black_box(chunk_scale_shuffles());
+    for (row, o) in w.chunks_exact(rb).zip(out.iter_mut()) {
+        // SAFETY: avx2/fma/f16c are enabled in this function; xp has nb blocks.
+        *o = unsafe { q4k_vec_impl(row, &xp, &sshuf) };
+    }
+}
+
+/// An activation block reordered for [`q4k_vec_impl`]: in every 64 values
+/// the middle two 16-value chunks swap (`[A B C D] -> [A C B D]`), so that
+/// the 32 bytes at `64g + 32h` are the activations of the 16 low nibbles
+/// (sub-block `2g`) and then the 16 high nibbles (sub-block `2g + 1`) of
+/// weight bytes `32g + 16h .. 32g + 16h + 16`. `d` and `bsums` (original
+/// order: the mins pair with whole sub-blocks) are unchanged.
+fn q4k_vec_order(b: &BlockQ8K) -> BlockQ8K {
+    let mut p = *b;
+    for (dst, src) in p.qs.chunks_exact_mut(64).zip(b.qs.chunks_exact(64)) {
+        dst[16..32].copy_from_slice(&src[32..48]);
+        dst[32..48].copy_from_slice(&src[16..32]);
+    }
+    p
+}
+
+/// One Q4K row against one activation row in [`q4k_vec_order`]. Each
+/// 16 weight bytes are broadcast to both 128-bit lanes and shifted by 0 (low
+/// lane) or 4 (high lane), so one 256-bit vector holds 16 weights of
+/// sub-block `2g` and 16 of `2g + 1`: the two `maddubs` products of a
+/// 64-weight group then share one scale vector, and are added in i16 (at
+/// most 2 x 2 x 15 x 128 = 7680) before a single `madd`. Per 256 weights
+/// that is 4 `madd` and 4 scale shuffles instead of 8 and 8 in
+/// [`q4k_impl`], whose layout pairs each `maddubs` with its own scale.
+/// `sshuf` = [`chunk_scale_shuffles`] (low lane: scale `2g`; high: `2g + 1`).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4k_vec_impl(row: &[u8], xp: &[BlockQ8K], sshuf: &[__m256i; 4]) -> f32 {
+    let blocks: &[BlockQ4K] = cast_slice(row);
+    assert!(xp.len() >= blocks.len());
+    let m4 = _mm256_set1_epi8(0x0F);
+    let shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
+    let mut acc = _mm256_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    for (b, x) in blocks.iter().zip(xp) {
+        let (sc, mn) = unpack_6bit16(&b.scales);
+        let scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+        let mnv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(
+            _mm_cvtsi64_si128(mn as i64),
+            _mm_cvtsi64_si128(mn as i64),
+        ));
+        let (d, dmin) = f16x2(&[b.d[0], b.d[1], b.dmin[0], b.dmin[1]]);
+        let mut acci = _mm256_setzero_si256();
+        for (g, s) in sshuf.iter().enumerate() {
+            // SAFETY: qs has 128 bytes (32g + 32 <= 128); x.qs has 256 (64g + 64 <= 256).
+            unsafe {
+                let qp = b.qs.as_ptr().add(32 * g) as *const __m128i;
+                let qa = _mm256_broadcastsi128_si256(_mm_loadu_si128(qp));
+                let qb = _mm256_broadcastsi128_si256(_mm_loadu_si128(qp.add(1)));
+                let la = _mm256_and_si256(_mm256_srlv_epi32(qa, shift), m4);
+                let lb = _mm256_and_si256(_mm256_srlv_epi32(qb, shift), m4);
+                let xa = loadu(x.qs.as_ptr().add(64 * g));
+                let xb = loadu(x.qs.as_ptr().add(64 * g + 32));
+                let t =
+                    _mm256_add_epi16(_mm256_maddubs_epi16(la, xa), _mm256_maddubs_epi16(lb, xb));
+                let sv = _mm256_shuffle_epi8(scv, *s);
+                acci = _mm256_add_epi32(acci, _mm256_madd_epi16(t, sv));
+            }
+        }
+        // SAFETY: bsums is 16 i16 = 32 bytes.
+        let bs = unsafe { _mm256_loadu_si256(x.bsums.as_ptr() as *const __m256i) };
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * x.d), _mm256_cvtepi32_ps(acci), acc);
+        accm = _mm256_fmadd_ps(
+            _mm256_set1_ps(dmin * x.d),
+            _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mnv)),
+            accm,
+        );
+    }
+    hsum(_mm256_sub_ps(acc, accm))
 }
 
 /// `d` and `dmin`, two adjacent little-endian f16, converted with F16C.
