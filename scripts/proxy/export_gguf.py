@@ -20,7 +20,7 @@ safetensors (language_model.* tensors) and fails on any difference.
 
 Usage:
     pip install -r scripts/proxy/requirements-gguf.txt
-    python3 scripts/proxy/export_gguf.py [--src /work/data/qwen2.5-0.5b.gguf]
+    python3 scripts/proxy/export_gguf.py [--src /work/data/proxy/dl/qwen2.5-coder-0.5b-instruct.gguf]
         [--out /work/data/proxy/gguf] [--verify /work/data/proxy/checkpoint]
 """
 from __future__ import annotations
@@ -116,15 +116,22 @@ def verify(path: Path, checkpoint: Path) -> None:
     print(f"verify: {len(seen)} tensors of {path.name} equal the checkpoint's bit for bit")
 
 
+# Where scripts/quant-quality/extract.py and scripts/proxy/build_proxy.py put the same GGUF.
+SOURCES = [Path("/work/data/qwen2.5-0.5b.gguf"), Path("/work/data/proxy/dl/qwen2.5-coder-0.5b-instruct.gguf")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--src", type=Path, default=Path("/work/data/qwen2.5-0.5b.gguf"))
+    ap.add_argument("--src", type=Path, help="the Qwen2.5 GGUF (default: the first of " + ", ".join(map(str, SOURCES)) + " that exists)")
     ap.add_argument("--out", type=Path, default=Path("/work/data/proxy/gguf"))
     ap.add_argument("--types", default="f32,f16", help="comma list of f32, f16")
     ap.add_argument("--verify", type=Path, help="proxy checkpoint dir to compare the F32 file with")
     a = ap.parse_args()
+    if a.src is None:
+        a.src = next((p for p in SOURCES if p.is_file()), SOURCES[0])
     if not a.src.is_file():
-        sys.exit(f"{a.src} not found: build it with scripts/proxy/build_proxy.py (it concatenates the GGUF)")
+        sys.exit(f"{a.src} not found: build it with scripts/proxy/build_proxy.py (it concatenates the GGUF "
+                 f"into {SOURCES[1]}) or scripts/quant-quality/extract.py ({SOURCES[0]})")
     a.out.mkdir(parents=True, exist_ok=True)
     for kind in a.types.split(","):
         p = export(a.src, a.out, kind)
