@@ -68,6 +68,8 @@ impl Model {
                 .map(|(r, &id)| (id, r as u32))
                 .collect()
         });
+        drop(json);
+        release_freed_heap();
         Ok(Model {
             file,
             config,
@@ -146,5 +148,18 @@ impl Model {
         self.tokenizer
             .decode(ids, true)
             .map_err(|e| RuntimeError::Tokenizer(e.to_string()))
+    }
+}
+
+/// Returns the heap that loading freed to the operating system. Parsing the
+/// tokenizer JSON (11 MB for Qwen2's 151k tokens and merges) leaves ~40 MB
+/// of freed but still resident heap in glibc's arenas, a third of the
+/// process's anonymous memory after loading; `malloc_trim` gives it back.
+/// Other allocators and platforms return memory on their own terms.
+fn release_freed_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; no pointer is touched.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
