@@ -121,12 +121,12 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, dt, gb, k1, k2, p) in &lines {
         println!(
-            "| {name} | {} | {} | {:.0} | {k1:.1} | {k2:.1} | {:.0} % | {:.0} % | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {:.0} | {k1:.1} | {k2:.1} | {} | {} | {} | {} | {} | {} | {} | {} |",
             dt.name(),
             dt.bits_per_weight(),
             gb * 1e3,
-            100.0 * k1 / bw1,
-            100.0 * k2 / bw2,
+            percent(k1 / bw1),
+            percent(k2 / bw2),
             p[0],
             p[1],
             p[2],
@@ -149,7 +149,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(reps.min(3));
-    // `KT_MM_THREADS=1`: only the 1-thread columns (2t shown as NaN).
+    // `KT_MM_THREADS=1`: only the 1-thread columns (2t shown as "-").
     let mm_1t = std::env::var("KT_MM_THREADS").is_ok_and(|v| v == "1");
     let mshapes: Vec<_> = if std::env::var("KT_SHAPES").is_ok() {
         shapes.clone()
@@ -182,10 +182,14 @@ fn main() {
                 };
                 let row = |g: &str, g1: f64, g2: f64| {
                     println!(
-                        "| {name} | {} | {n} | {k1:.1} | {k2:.1} | {g} | {g1:.1} | {g2:.1} | {:.2} / {:.2} |",
+                        "| {name} | {} | {n} | {} | {} | {g} | {} | {} | {} / {} |",
                         dt.name(),
-                        k1 / g1,
-                        k2 / g2
+                        num(k1, 1),
+                        num(k2, 1),
+                        num(g1, 1),
+                        num(g2, 1),
+                        num(k1 / g1, 2),
+                        num(k2 / g2, 2)
                     )
                 };
                 if gw.is_empty() {
@@ -206,5 +210,24 @@ fn main() {
                 }
             }
         }
+    }
+}
+
+/// `v` with `digits` decimals, or "-" where there is no measurement (NaN:
+/// no ggml peer, a skipped probe or thread count).
+fn num(v: f64, digits: usize) -> String {
+    if v.is_nan() {
+        "-".to_string()
+    } else {
+        format!("{v:.digits$}")
+    }
+}
+
+/// A fraction as a whole percentage, or "-" (see [`num`]).
+fn percent(v: f64) -> String {
+    if v.is_nan() {
+        "-".to_string()
+    } else {
+        format!("{:.0} %", 100.0 * v)
     }
 }
