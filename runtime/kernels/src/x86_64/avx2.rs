@@ -911,15 +911,7 @@ unsafe fn q4k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
     let mut acc = [_mm256_setzero_ps(); NR];
     let mut accm = [_mm256_setzero_ps(); NR];
     for (bi, b) in blocks.iter().enumerate() {
-        let (sc, mn) = unpack_6bit16(&b.scales);
-        // Sub-scales as i16 in both 128-bit lanes.
-        let scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-        // Mins duplicated per 16 to pair with bsums: [m0,m0,m1,m1,..].
-        let mnv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(
-            _mm_cvtsi64_si128(mn as i64),
-            _mm_cvtsi64_si128(mn as i64),
-        ));
-        let (d, dmin) = f16x2(&[b.d[0], b.d[1], b.dmin[0], b.dmin[1]]);
+        let (scv, mnv, d, dmin) = q4k_block_scales(b);
         let mut acci = [_mm256_setzero_si256(); NR];
         for g in 0..4 {
             // SAFETY: qs has 128 bytes, 32*g+32 <= 128.
@@ -959,6 +951,22 @@ unsafe fn q4k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
     for r in 0..NR {
         out[r] = hsum(_mm256_sub_ps(acc[r], accm[r]));
     }
+}
+
+/// A Q4K block's scales: the 8 sub-scales as i16 in both 128-bit lanes, the
+/// 8 mins duplicated per 16 to pair with `bsums` (`[m0, m0, m1, m1, ..]`),
+/// and the f16 super-scales `d` and `dmin`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4k_block_scales(b: &BlockQ4K) -> (__m256i, __m256i, f32, f32) {
+    let (sc, mn) = unpack_6bit16(&b.scales);
+    let scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
+    let mnv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(
+        _mm_cvtsi64_si128(mn as i64),
+        _mm_cvtsi64_si128(mn as i64),
+    ));
+    let (d, dmin) = f16x2(&[b.d[0], b.d[1], b.dmin[0], b.dmin[1]]);
+    (scv, mnv, d, dmin)
 }
 
 /// Q4K mat-vec: [`q4k_vec_impl`] for each weight row of the panel, on a copy
@@ -1015,13 +1023,7 @@ unsafe fn q4k_vec_impl(row: &[u8], xp: &[BlockQ8K], sshuf: &[__m256i; 4]) -> f32
     let mut acc = _mm256_setzero_ps();
     let mut accm = _mm256_setzero_ps();
     for (b, x) in blocks.iter().zip(xp) {
-        let (sc, mn) = unpack_6bit16(&b.scales);
-        let scv = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
-        let mnv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(
-            _mm_cvtsi64_si128(mn as i64),
-            _mm_cvtsi64_si128(mn as i64),
-        ));
-        let (d, dmin) = f16x2(&[b.d[0], b.d[1], b.dmin[0], b.dmin[1]]);
+        let (scv, mnv, d, dmin) = q4k_block_scales(b);
         let mut acci = _mm256_setzero_si256();
         for (g, s) in sshuf.iter().enumerate() {
             // SAFETY: qs has 128 bytes (32g + 32 <= 128); x.qs has 256 (64g + 64 <= 256).
