@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use kompakt_converter::PromptStyle;
 use kompakt_format::DType;
-use kompakt_runtime::{KvPrecision, Model, Quiet, Session, Timings, TranslateOptions};
+use kompakt_runtime::{
+    KvPrecision, Model, Quiet, Session, Timings, TranslateOptions, PREFILL_CHUNK,
+};
 use kompakt_tests::*;
 
 /// Largest logit difference allowed with the f16 KV cache (the fixtures'
@@ -109,6 +111,31 @@ fn check_case(model_name: &str, audio: &str, lang: &str, style: PromptStyle, suf
         assert_eq!(out.token_ids, ids_of(key), "{stem}: {key} ids");
     }
 
+    // Prefill in micro-batches of 5 positions: same logits and greedy ids.
+    s.set_prefill_chunk(5);
+    assert!(ids.len() > 10, "{stem}: prompt too short to chunk");
+    let (_, logits_c) = s.prompt_logits(lang, &emb).unwrap();
+    let lgc = assert_close(
+        &format!("{stem} logits, prefill in chunks of 5"),
+        &logits_c,
+        &g["logits"].data,
+        1e-3,
+    );
+    let opts = TranslateOptions {
+        lang: lang.into(),
+        max_new_tokens: 20,
+        ..Default::default()
+    };
+    let out = s
+        .generate(&emb, &opts, &mut Quiet, Timings::default())
+        .unwrap();
+    assert_eq!(
+        out.token_ids,
+        ids_of("greedy"),
+        "{stem}: chunked greedy ids"
+    );
+    s.set_prefill_chunk(PREFILL_CHUNK);
+
     // The f16 KV cache (the default): close to the reference, not identical.
     s.set_kv_precision(KvPrecision::F16);
     let (_, logits16) = s.prompt_logits(lang, &emb).unwrap();
@@ -117,7 +144,7 @@ fn check_case(model_name: &str, audio: &str, lang: &str, style: PromptStyle, suf
         lg16 > 0.0 && lg16 <= F16_KV_LOGIT_TOL,
         "{stem}: logits with the f16 KV cache differ by {lg16} (limit {F16_KV_LOGIT_TOL})"
     );
-    eprintln!("{model_name}/{stem}: encoder {enc:.2e}, projector {proj:.2e}, logits {lg:.2e} (f16 KV cache {lg16:.2e}); greedy and beam ids equal");
+    eprintln!("{model_name}/{stem}: encoder {enc:.2e}, projector {proj:.2e}, logits {lg:.2e} (chunked prefill {lgc:.2e}, f16 KV cache {lg16:.2e}); greedy and beam ids equal");
 }
 
 #[test]

@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Storage of the KV cache: f16 (half the memory) or f32
     #[arg(long, value_enum, default_value_t = KvCacheArg::F16)]
     pub kv_cache: KvCacheArg,
+    /// Prompt positions per prefill micro-batch (smaller: less peak memory
+    /// on long clips)
+    #[arg(long, default_value_t = kompakt_runtime::PREFILL_CHUNK)]
+    pub prefill_chunk: usize,
     /// Print one JSON object instead of tables
     #[arg(long)]
     pub json: bool,
@@ -140,6 +144,8 @@ struct Memory {
     kv_cache_bytes: u64,
     /// Storage of the KV cache values: "f16" or "f32".
     kv_cache_type: &'static str,
+    /// Prompt positions per prefill micro-batch (`--prefill-chunk`).
+    prefill_chunk: usize,
     /// Peak anonymous memory minus what loading left and minus the KV cache:
     /// activations, scratch buffers and allocator slack.
     activations_bytes: u64,
@@ -191,6 +197,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         min_new_tokens: args.tokens,
     };
     let max_threads = *args.threads.iter().max().unwrap_or(&1);
+    let configure = |s: &mut Session| {
+        s.set_kv_precision(args.kv_cache.into());
+        s.set_prefill_chunk(args.prefill_chunk);
+    };
     let shortest = args
         .audio_seconds
         .iter()
@@ -222,7 +232,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let model = Arc::new(load_model(&args.model)?);
         load.cold_s = Some(t.elapsed().as_secs_f64());
         let mut s = Session::new(model, max_threads)?;
-        s.set_kv_precision(args.kv_cache.into());
+        configure(&mut s);
         let pcm = clip(shortest);
         let t = Instant::now();
         s.translate(&pcm, &opts, &mut Quiet)
@@ -238,7 +248,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // must not include page-ins of a file that is not in the page cache.
     {
         let mut s = Session::new(model.clone(), max_threads)?;
-        s.set_kv_precision(args.kv_cache.into());
+        configure(&mut s);
         let pcm = clip(shortest);
         let t = Instant::now();
         s.translate(&pcm, &opts, &mut Quiet)
@@ -251,7 +261,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let total = args.threads.len() * args.audio_seconds.len();
     for (i, &threads) in args.threads.iter().enumerate() {
         let mut session = Session::new(model.clone(), threads)?;
-        session.set_kv_precision(args.kv_cache.into());
+        configure(&mut session);
         for (j, &secs) in args.audio_seconds.iter().enumerate() {
             if show_progress {
                 eprint!(
@@ -294,6 +304,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         peak_anon_bytes: peak.anon,
         anon_after_load_bytes: anon_after_load,
         kv_cache_bytes,
+        prefill_chunk: args.prefill_chunk.max(1),
         kv_cache_type: match args.kv_cache {
             KvCacheArg::F16 => "f16",
             KvCacheArg::F32 => "f32",
@@ -625,7 +636,7 @@ fn print_report(r: &Report, tokens: usize) {
     println!(
         "\nmemory: peak resident {:.1} MB = file-backed {:.1} MB (model pages resident: {}) + \
          anonymous {:.1} MB: {:.1} MB after load, KV cache ({}) of the longest clip {:.1} MB, \
-         activations and buffers {:.1} MB; VmHWM {}",
+         activations and buffers {:.1} MB (prefill in chunks of {}); VmHWM {}",
         mb(mm.peak_rss_bytes),
         mb(mm.peak_mapped_bytes),
         mm.model_resident_bytes
@@ -635,6 +646,7 @@ fn print_report(r: &Report, tokens: usize) {
         mm.kv_cache_type,
         mb(mm.kv_cache_bytes),
         mb(mm.activations_bytes),
+        mm.prefill_chunk,
         mm.vm_hwm_bytes
             .map_or("n/a".into(), |b| format!("{:.1} MB", mb(b)))
     );

@@ -50,6 +50,10 @@ pub struct TranslateArgs {
     /// Storage of the KV cache: f16 (half the memory) or f32
     #[arg(long, value_enum, default_value_t = KvCacheArg::F16)]
     pub kv_cache: KvCacheArg,
+    /// Prompt positions per prefill micro-batch (smaller: less peak memory
+    /// on long clips)
+    #[arg(long, default_value_t = kompakt_runtime::PREFILL_CHUNK)]
+    pub prefill_chunk: usize,
     /// Print one JSON object per segment with token ids and stage timings
     #[arg(long)]
     pub json: bool,
@@ -514,6 +518,7 @@ fn run_jobs(
     }
     let mut session = Session::new(model.clone(), args.threads)?;
     session.set_kv_precision(args.kv_cache.into());
+    session.set_prefill_chunk(args.prefill_chunk);
     let opts = TranslateOptions {
         lang: args.lang.clone(),
         beams: args.beams,

@@ -33,6 +33,11 @@ pub struct Decoder {
     rope: Rope,
 }
 
+/// Positions per micro-batch of [`Decoder::prefill`]: 256 rows are still a
+/// large mat-mat (the weights are streamed once per 256 positions), and
+/// bound a 7B decoder layer's activations to a few tens of MB.
+pub const PREFILL_CHUNK: usize = 256;
+
 /// Which rows of a forward pass need logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
@@ -86,6 +91,43 @@ impl Decoder {
                 )));
             }
             kompakt_kernels::dequantize_row(&w, r as usize, o);
+        }
+        Ok(out)
+    }
+
+    /// [`Decoder::forward`] over a prompt of `n` positions in micro-batches
+    /// of at most `chunk` positions (llama.cpp's `n_ubatch`; the sessions
+    /// use [`PREFILL_CHUNK`]): a layer's activations then scale with the
+    /// chunk, not with the prompt (a 30 s clip is ~790 positions), while
+    /// each chunk is still a wide mat-mat. The result equals one pass up to
+    /// summation order. When `taps` record whole tensors (parity tests) the
+    /// prompt runs in one pass, so that each record covers every position.
+    #[allow(clippy::too_many_arguments)]
+    pub fn prefill(
+        &self,
+        file: &KpkFile,
+        x: Vec<f32>,
+        n: usize,
+        cache: &mut KvCache,
+        logits: Logits,
+        taps: &mut Taps,
+        chunk: usize,
+    ) -> Result<Vec<f32>> {
+        let chunk = chunk.max(1);
+        if n <= chunk || taps.is_enabled() {
+            return self.forward(file, x, n, cache, logits, taps);
+        }
+        let h = self.cfg.hidden_size;
+        let mut out = Vec::new();
+        for start in (0..n).step_by(chunk) {
+            let len = chunk.min(n - start);
+            let want = match logits {
+                Logits::All => Logits::All,
+                Logits::Last if start + len == n => Logits::Last,
+                _ => Logits::None,
+            };
+            let part = x[start * h..(start + len) * h].to_vec();
+            out.extend(self.forward(file, part, len, cache, want, taps)?);
         }
         Ok(out)
     }

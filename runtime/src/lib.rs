@@ -28,6 +28,7 @@ pub mod taps;
 pub mod weights;
 
 pub use config::ModelConfig;
+pub use decoder::PREFILL_CHUNK;
 pub use error::{Result, RuntimeError};
 pub use kv_cache::KvPrecision;
 pub use model::Model;

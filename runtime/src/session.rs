@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use kompakt_audio::LogMel;
 
-use crate::decoder::Logits;
+use crate::decoder::{Logits, PREFILL_CHUNK};
 use crate::error::{Result, RuntimeError};
 use crate::kv_cache::{KvCache, KvPrecision};
 use crate::model::Model;
@@ -108,6 +108,7 @@ pub struct Session {
     pool: rayon::ThreadPool,
     taps: Taps,
     kv: KvPrecision,
+    prefill_chunk: usize,
 }
 
 impl Session {
@@ -122,7 +123,19 @@ impl Session {
             pool,
             taps: Taps::default(),
             kv: KvPrecision::default(),
+            prefill_chunk: PREFILL_CHUNK,
         })
+    }
+
+    /// Positions per prefill micro-batch of later requests (default
+    /// [`PREFILL_CHUNK`]; 0 counts as 1). Smaller chunks lower the peak
+    /// memory of long prompts; the logits are the same up to rounding.
+    pub fn set_prefill_chunk(&mut self, positions: usize) {
+        self.prefill_chunk = positions.max(1);
+    }
+
+    pub fn prefill_chunk(&self) -> usize {
+        self.prefill_chunk
     }
 
     /// Storage precision of the KV cache of later requests (default f16:
@@ -230,12 +243,12 @@ impl Session {
         let (ids, start) = self.model.prompt_ids(lang, audio.n)?;
         let x = self.prompt_embeddings(&ids, start, audio)?;
         let m = self.model.clone();
-        let taps = &mut self.taps;
+        let (taps, chunk) = (&mut self.taps, self.prefill_chunk);
         let n = ids.len();
         let logits = self.pool.install(|| {
             let mut cache = KvCache::new(m.config.llm.n_layers, m.config.llm.kv_dim(), n, self.kv);
             m.decoder
-                .forward(&m.file, x, n, &mut cache, Logits::All, taps)
+                .prefill(&m.file, x, n, &mut cache, Logits::All, taps, chunk)
         })?;
         Ok((ids, logits))
     }
@@ -313,11 +326,11 @@ impl Session {
         let mut timings = Timings::default();
         let t0 = Instant::now();
         let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), needed, self.kv);
-        let taps = &mut self.taps;
+        let (taps, chunk) = (&mut self.taps, self.prefill_chunk);
         let logits = pool.install(|| -> Result<Vec<f32>> {
             let x = m.decoder.embed(file, &rows)?;
             m.decoder
-                .forward(file, x, rows.len(), &mut cache, Logits::Last, taps)
+                .prefill(file, x, rows.len(), &mut cache, Logits::Last, taps, chunk)
         })?;
         timings.prefill_s = t0.elapsed().as_secs_f64();
         timings.prefill_tokens = rows.len();
@@ -413,10 +426,10 @@ impl Session {
         let (llm, file, pool) = (&m.config.llm, &m.file, &self.pool);
         let capacity = if opts.beams == 1 { needed } else { n };
         let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), capacity, self.kv);
-        let taps = &mut self.taps;
+        let (taps, chunk) = (&mut self.taps, self.prefill_chunk);
         let logits = pool.install(|| {
             m.decoder
-                .forward(file, x, n, &mut cache, Logits::Last, taps)
+                .prefill(file, x, n, &mut cache, Logits::Last, taps, chunk)
         })?;
         timings.prefill_s = t2.elapsed().as_secs_f64();
         timings.prefill_tokens = n;
