@@ -33,10 +33,12 @@ pub struct Decoder {
     rope: Rope,
 }
 
-/// Positions per micro-batch of [`Decoder::prefill`]: 256 rows are still a
-/// large mat-mat (the weights are streamed once per 256 positions), and
-/// bound a 7B decoder layer's activations to a few tens of MB.
-pub const PREFILL_CHUNK: usize = 256;
+/// Positions per micro-batch of [`Decoder::prefill`] (llama.cpp's default
+/// `n_ubatch`): 512 rows are still a large mat-mat (the weights are
+/// streamed once per 512 positions), and bound a 7B decoder layer's
+/// activations to a few tens of MB. Measured against 256 and one pass in
+/// `benches/README.md` (full-size models per bin).
+pub const PREFILL_CHUNK: usize = 512;
 
 /// Which rows of a forward pass need logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
