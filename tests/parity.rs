@@ -98,17 +98,23 @@ fn check_case(model_name: &str, audio: &str, lang: &str, style: PromptStyle, suf
             .map(|v| v.as_u64().unwrap() as u32)
             .collect()
     };
-    for (beams, key) in [(1, "greedy"), (4, "beam")] {
+    let generated_ids = |s: &mut Session, beams: usize| -> Vec<u32> {
         let opts = TranslateOptions {
             lang: lang.into(),
             beams,
             max_new_tokens: 20,
             ..Default::default()
         };
-        let out = s
-            .generate(&emb, &opts, &mut Quiet, Timings::default())
-            .unwrap();
-        assert_eq!(out.token_ids, ids_of(key), "{stem}: {key} ids");
+        s.generate(&emb, &opts, &mut Quiet, Timings::default())
+            .unwrap()
+            .token_ids
+    };
+    for (beams, key) in [(1, "greedy"), (4, "beam")] {
+        assert_eq!(
+            generated_ids(&mut s, beams),
+            ids_of(key),
+            "{stem}: {key} ids"
+        );
     }
 
     // Prefill in micro-batches of 5 positions: same logits and greedy ids.
@@ -121,16 +127,8 @@ fn check_case(model_name: &str, audio: &str, lang: &str, style: PromptStyle, suf
         &g["logits"].data,
         1e-3,
     );
-    let opts = TranslateOptions {
-        lang: lang.into(),
-        max_new_tokens: 20,
-        ..Default::default()
-    };
-    let out = s
-        .generate(&emb, &opts, &mut Quiet, Timings::default())
-        .unwrap();
     assert_eq!(
-        out.token_ids,
+        generated_ids(&mut s, 1),
         ids_of("greedy"),
         "{stem}: chunked greedy ids"
     );

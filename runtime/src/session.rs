@@ -134,6 +134,7 @@ impl Session {
         self.prefill_chunk = positions.max(1);
     }
 
+    /// Positions per prefill micro-batch (see [`Session::set_prefill_chunk`]).
     pub fn prefill_chunk(&self) -> usize {
         self.prefill_chunk
     }
