@@ -21,7 +21,7 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["Model", "Session", "KompaktError", "STATUS_NAMES", "STAGES", "library"]
+__all__ = ["Model", "Session", "KompaktError", "STATUS_NAMES", "STAGES", "KV_TYPES", "library"]
 
 ABI_VERSION = 1
 
@@ -39,6 +39,7 @@ STATUS_NAMES = {
     10: "INTERNAL",
 }
 STAGES = {0: "features", 1: "encoder", 2: "prefill", 3: "decode"}
+KV_TYPES = {"f16": 0, "f32": 1}
 
 
 class KompaktError(Exception):
@@ -73,7 +74,12 @@ class ModelInfo(ctypes.Structure):
 
 
 class SessionParams(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("n_threads", ctypes.c_int32)]
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("n_threads", ctypes.c_int32),
+        ("kv_cache", ctypes.c_int32),
+        ("prefill_chunk", ctypes.c_int32),
+    ]
 
 
 TEXT_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_bool, ctypes.c_char_p, ctypes.c_void_p)
@@ -246,10 +252,19 @@ class Model:
 class Session:
     """One translation stream over a model; one call at a time."""
 
-    def __init__(self, model, n_threads=0):
+    def __init__(self, model, n_threads=0, kv_cache="f16", prefill_chunk=0):
+        """A session over ``model`` with ``n_threads`` workers (0: one per
+        core). ``kv_cache`` is the KV cache storage, "f16" (half the memory)
+        or "f32"; ``prefill_chunk`` the prompt positions per prefill
+        micro-batch (smaller: less peak memory on long clips; 0: the
+        library's default, 512)."""
+        if kv_cache not in KV_TYPES:
+            raise ValueError(f"kv_cache is {kv_cache!r}; use one of {sorted(KV_TYPES)}")
         lib = library()
         params = lib.kpk_session_default_params()
         params.n_threads = n_threads
+        params.kv_cache = KV_TYPES[kv_cache]
+        params.prefill_chunk = prefill_chunk
         handle = ctypes.c_void_p()
         _check(lib.kpk_session_new(model.handle, ctypes.byref(params), ctypes.byref(handle)))
         self._handle = handle

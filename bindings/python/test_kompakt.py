@@ -149,6 +149,19 @@ def test_pcm_and_streaming():
     assert stages[:3] == ["features", "encoder", "prefill"] and stages[-1] == "decode"
 
 
+def test_session_options():
+    text, ids = cli()
+    with kompakt.Session(shared_model(), n_threads=1, kv_cache="f32", prefill_chunk=3) as s:
+        assert flat(s.translate(WAV, max_tokens=MAX_TOKENS)) == text
+        assert s.last_token_ids == ids
+    raises("INVALID_ARGUMENT", kompakt.Session, shared_model(), prefill_chunk=-1)
+    try:
+        kompakt.Session(shared_model(), kv_cache="q8")
+        raise AssertionError("kv_cache='q8' was accepted")
+    except ValueError as e:
+        assert "kv_cache" in str(e)
+
+
 def test_model_from_bytes_and_session_outlives_model():
     text, _ = cli()
     with open(model_path(), "rb") as f:

@@ -4,7 +4,7 @@ use std::ffi::{c_char, c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, TryLockError};
 
-use kompakt_runtime::{Observer, Session, Stage, TranslateOptions, Translation};
+use kompakt_runtime::{KvPrecision, Observer, Session, Stage, TranslateOptions, Translation};
 
 use crate::model::{clear_out, kpk_model, path_from_c};
 use crate::status::{
@@ -38,7 +38,22 @@ pub type kpk_text_callback =
 pub type kpk_progress_callback =
     Option<unsafe extern "C" fn(stage: i32, done: f32, user_data: *mut c_void) -> bool>;
 
+/// Storage of a session's KV cache (`kpk_session_params.kv_cache`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum kpk_kv_type {
+    /// 2 bytes per cached value: half the memory (llama.cpp's default too).
+    F16 = 0,
+    /// 4 bytes per cached value: exactly the computed keys and values.
+    F32 = 1,
+}
+
 /// Options of `kpk_session_new()`. Get them from `kpk_session_default_params()`.
+///
+/// `kv_cache` and `prefill_chunk` were added after the first release of this
+/// header. A caller built against that header (whose struct ends after
+/// `n_threads`, `struct_size` = its `sizeof`) is still accepted: the fields it
+/// does not have take their defaults.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct kpk_session_params {
@@ -46,10 +61,51 @@ pub struct kpk_session_params {
     pub struct_size: usize,
     /// Worker threads of this session; 0 = one per core. Default: 0.
     pub n_threads: i32,
+    /// Storage of the KV cache, a `kpk_kv_type`. Default: `KPK_KV_TYPE_F16`.
+    pub kv_cache: i32,
+    /// Prompt positions per prefill micro-batch: lower values lower the peak
+    /// memory of long clips (a 30 s clip is ~790 positions); the logits are
+    /// the same up to rounding. 0 = the library's default (512, llama.cpp's
+    /// `n_ubatch`). Default: 0.
+    pub prefill_chunk: i32,
 }
 
 impl CStruct for kpk_session_params {
     const NAME: &'static str = "kpk_session_params";
+}
+
+/// `kpk_session_params` as the first header declared it; callers built
+/// against it pass `struct_size == sizeof` of this.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct kpk_session_params_v1 {
+    struct_size: usize,
+    n_threads: i32,
+}
+
+impl CStruct for kpk_session_params_v1 {
+    const NAME: &'static str = "kpk_session_params";
+}
+
+/// Reads a caller's `kpk_session_params` of this header or of the first one
+/// (see [`kpk_session_params`]).
+///
+/// # Safety
+/// `p` is NULL or points to an initialized `kpk_session_params` of either
+/// version (as its `struct_size` says).
+unsafe fn read_session_params(p: *const kpk_session_params) -> Result<kpk_session_params, Error> {
+    let v1 = p.cast::<kpk_session_params_v1>();
+    // SAFETY: checks NULL and alignment, then reads the leading usize only.
+    if unsafe { check_struct(v1, "params") }.is_ok() {
+        // SAFETY: checked: a complete first-version struct.
+        let old = unsafe { v1.read() };
+        return Ok(kpk_session_params {
+            n_threads: old.n_threads,
+            ..kpk_session_default_params()
+        });
+    }
+    // SAFETY: per the contract; fails with this header's size in the message.
+    unsafe { read_struct(p, "params") }
 }
 
 /// Options of one translation. Get them from `kpk_translate_default_params()`.
@@ -132,6 +188,8 @@ pub extern "C" fn kpk_session_default_params() -> kpk_session_params {
     kpk_session_params {
         struct_size: std::mem::size_of::<kpk_session_params>(),
         n_threads: 0,
+        kv_cache: kpk_kv_type::F16 as i32,
+        prefill_chunk: 0,
     }
 }
 
@@ -171,7 +229,7 @@ pub unsafe extern "C" fn kpk_session_new(
             kpk_session_default_params()
         } else {
             // SAFETY: per the contract.
-            unsafe { read_struct(params, "params")? }
+            unsafe { read_session_params(params)? }
         };
         let threads = usize::try_from(params.n_threads).map_err(|_| {
             Error::invalid(format!(
@@ -179,9 +237,28 @@ pub unsafe extern "C" fn kpk_session_new(
                 params.n_threads
             ))
         })?;
+        let kv = match params.kv_cache {
+            x if x == kpk_kv_type::F16 as i32 => KvPrecision::F16,
+            x if x == kpk_kv_type::F32 as i32 => KvPrecision::F32,
+            x => {
+                return Err(Error::invalid(format!(
+                    "`params->kv_cache` is {x}; use KPK_KV_TYPE_F16 (0) or KPK_KV_TYPE_F32 (1)"
+                )))
+            }
+        };
+        let chunk = usize::try_from(params.prefill_chunk).map_err(|_| {
+            Error::invalid(format!(
+                "`params->prefill_chunk` is {}; use a positive count, or 0 for the default",
+                params.prefill_chunk
+            ))
+        })?;
         // SAFETY: non-NULL live model per the contract.
         let model = unsafe { &*model }.model.clone();
-        let session = Session::new(model, threads)?;
+        let mut session = Session::new(model, threads)?;
+        session.set_kv_precision(kv);
+        if chunk > 0 {
+            session.set_prefill_chunk(chunk);
+        }
         let s = kpk_session {
             state: Mutex::new(State {
                 session,
@@ -529,4 +606,62 @@ pub unsafe extern "C" fn kpk_session_last_result(
         unsafe { result.write(out) };
         Ok(())
     })
+}
+
+/// The integration tests' fixture model (converted once per process).
+#[cfg(test)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+#[cfg(test)]
+mod tests {
+    use super::common;
+    use super::*;
+    use crate::model::kpk_model_load;
+    use std::ptr;
+
+    /// The session that `kpk_session_new` builds has the requested KV cache
+    /// precision and prefill chunk (not observable through the C API, whose
+    /// translations are the same up to rounding).
+    #[test]
+    fn session_params_reach_the_session() {
+        let path = CString::new(common::model_path().to_str().unwrap()).unwrap();
+        let mut model = ptr::null_mut();
+        // SAFETY: valid arguments.
+        let st = unsafe { kpk_model_load(path.as_ptr(), ptr::null(), &mut model) };
+        assert_eq!(st, kpk_status::Ok);
+        for (kv, chunk, want_kv, want_chunk) in [
+            (
+                kpk_kv_type::F16,
+                0,
+                KvPrecision::F16,
+                kompakt_runtime::PREFILL_CHUNK,
+            ),
+            (
+                kpk_kv_type::F32,
+                0,
+                KvPrecision::F32,
+                kompakt_runtime::PREFILL_CHUNK,
+            ),
+            (kpk_kv_type::F16, 7, KvPrecision::F16, 7),
+        ] {
+            let mut p = kpk_session_default_params();
+            p.n_threads = 1;
+            p.kv_cache = kv as i32;
+            p.prefill_chunk = chunk;
+            let mut s = ptr::null_mut();
+            // SAFETY: valid arguments.
+            let st = unsafe { kpk_session_new(model, &p, &mut s) };
+            assert_eq!(st, kpk_status::Ok);
+            // SAFETY: a live session, freed once below.
+            let state = unsafe { &*s }.state.lock().unwrap();
+            assert_eq!(state.session.kv_precision(), want_kv);
+            assert_eq!(state.session.prefill_chunk(), want_chunk);
+            drop(state);
+            // SAFETY: freed once.
+            unsafe { kpk_session_free(s) };
+        }
+        // SAFETY: freed once.
+        unsafe { crate::model::kpk_model_free(model) };
+    }
 }

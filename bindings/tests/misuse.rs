@@ -5,6 +5,7 @@ mod common;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::ptr;
 
+use kompakt::kpk_kv_type;
 use kompakt::model::{
     kpk_model, kpk_model_default_params, kpk_model_free, kpk_model_get_info, kpk_model_info,
     kpk_model_load, kpk_model_load_from_memory, kpk_model_params,
@@ -626,6 +627,82 @@ fn streams_translates_and_matches_every_path() {
         kpk_session_free(sess);
         kpk_model_free(model);
     }
+}
+
+/// `kv_cache` and `prefill_chunk` are read and checked; a caller built
+/// against the first header (a two-field `kpk_session_params`) still works,
+/// and the bytes past its struct are not read.
+#[test]
+fn session_options_and_first_header_params() {
+    let (text, ids) = reference();
+    let model = load(common::model_path());
+    let new_session = |p: *const kpk_session_params| {
+        let mut s = ptr::null_mut();
+        // SAFETY: valid model; p points to a params struct of its struct_size.
+        let st = unsafe { kpk_session_new(model, p, &mut s) };
+        (st, s)
+    };
+    let check_same = |s: *mut kpk_session| {
+        let (st, t) = translate(s, &params());
+        assert_eq!(st, S::Ok, "{}", last_error());
+        assert_eq!(t.as_deref(), Some(text.as_str()));
+        assert_eq!(token_ids(s), ids);
+        // SAFETY: live session, freed once.
+        unsafe { kpk_session_free(s) };
+    };
+
+    // f32 cache and 3-position prefill chunks: the same greedy translation.
+    let mut p = kpk_session_default_params();
+    assert_eq!(p.kv_cache, kpk_kv_type::F16 as i32);
+    assert_eq!(p.prefill_chunk, 0);
+    p.n_threads = 1;
+    p.kv_cache = kpk_kv_type::F32 as i32;
+    p.prefill_chunk = 3;
+    let (st, s) = new_session(&p);
+    assert_eq!(st, S::Ok, "{}", last_error());
+    check_same(s);
+
+    for kv in [2, -1] {
+        let mut p = kpk_session_default_params();
+        p.kv_cache = kv;
+        let (st, s) = new_session(&p);
+        expect(st, S::InvalidArgument, "kv_cache");
+        assert!(s.is_null());
+    }
+    let mut p = kpk_session_default_params();
+    p.prefill_chunk = -3;
+    let (st, s) = new_session(&p);
+    expect(st, S::InvalidArgument, "prefill_chunk");
+    assert!(s.is_null());
+
+    // The first header's struct: { size_t struct_size; int32_t n_threads; }.
+    // Its padding and the bytes after it hold invalid values of the newer
+    // fields, which must not be read.
+    #[repr(C)]
+    struct V1 {
+        struct_size: usize,
+        n_threads: i32,
+    }
+    let mut raw = [0u64; 4];
+    let base = raw.as_mut_ptr().cast::<u8>();
+    // SAFETY: raw is 32 bytes, 8-aligned; every write is in bounds and aligned.
+    unsafe {
+        base.cast::<usize>().write(std::mem::size_of::<V1>());
+        base.add(std::mem::offset_of!(kpk_session_params, n_threads))
+            .cast::<i32>()
+            .write(1);
+        base.add(std::mem::offset_of!(kpk_session_params, kv_cache))
+            .cast::<i32>()
+            .write(77);
+        base.add(std::mem::offset_of!(kpk_session_params, prefill_chunk))
+            .cast::<i32>()
+            .write(-1);
+    }
+    let (st, s) = new_session(base.cast());
+    assert_eq!(st, S::Ok, "{}", last_error());
+    check_same(s);
+    // SAFETY: freed once.
+    unsafe { kpk_model_free(model) };
 }
 
 #[test]

@@ -129,6 +129,20 @@ typedef enum kpk_stage {
 } kpk_stage;
 
 /**
+ * Storage of a session's KV cache (`kpk_session_params.kv_cache`).
+ */
+typedef enum kpk_kv_type {
+  /**
+   * 2 bytes per cached value: half the memory (llama.cpp's default too).
+   */
+  KPK_KV_TYPE_F16 = 0,
+  /**
+   * 4 bytes per cached value: exactly the computed keys and values.
+   */
+  KPK_KV_TYPE_F32 = 1,
+} kpk_kv_type;
+
+/**
  * A loaded model (opaque). Immutable: one model may be used from any
  * number of threads at once, e.g. by one session per thread.
  */
@@ -216,6 +230,11 @@ typedef struct kpk_model_info {
 
 /**
  * Options of `kpk_session_new()`. Get them from `kpk_session_default_params()`.
+ *
+ * `kv_cache` and `prefill_chunk` were added after the first release of this
+ * header. A caller built against that header (whose struct ends after
+ * `n_threads`, `struct_size` = its `sizeof`) is still accepted: the fields it
+ * does not have take their defaults.
  */
 typedef struct kpk_session_params {
   /**
@@ -226,6 +245,17 @@ typedef struct kpk_session_params {
    * Worker threads of this session; 0 = one per core. Default: 0.
    */
   int32_t n_threads;
+  /**
+   * Storage of the KV cache, a `kpk_kv_type`. Default: `KPK_KV_TYPE_F16`.
+   */
+  int32_t kv_cache;
+  /**
+   * Prompt positions per prefill micro-batch: lower values lower the peak
+   * memory of long clips (a 30 s clip is ~790 positions); the logits are
+   * the same up to rounding. 0 = the library's default (512, llama.cpp's
+   * `n_ubatch`). Default: 0.
+   */
+  int32_t prefill_chunk;
 } kpk_session_params;
 
 /**
