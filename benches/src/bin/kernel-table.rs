@@ -10,6 +10,9 @@
 //! the mat-mat table, `KT_NO_MATVEC=1` the mat-vec one; `KT_NO_BW=1` skips the
 //! bandwidth probe; `KT_MM_N=64,256,512` sets the mat-mat activation rows,
 //! `KT_MM_REPS=10` its timed runs per cell, `KT_MM_THREADS=1` skips its 2t columns.
+//! `KT_PAIRED=7` adds a table of 1-thread mat-vec against a probe taken just
+//! before it, that many rounds per cell (on a shared machine whose bandwidth
+//! drifts, the main table's ratio mixes two moments).
 //!
 //! Both libraries' timings include quantizing the activation row (kompakt to
 //! Q8K, or Q8A32 for Q8_0, inside `matmul`; ggml to its `vec_dot_type` with
@@ -65,6 +68,14 @@ fn main() {
         None => shapes,
     };
     let mut lines = Vec::new();
+    // `KT_PAIRED=7`: also that many rounds per cell of (1-thread probe, then
+    // 1-thread mat-vec) back to back, for a ratio to bandwidth that does not
+    // mix moments of a shared machine whose bandwidth drifts.
+    let paired_rounds: usize = std::env::var("KT_PAIRED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut paired = Vec::new();
     // `KT_NO_MATVEC=1`: only the mat-mat table.
     let no_matvec = std::env::var("KT_NO_MATVEC").is_ok_and(|v| v == "1");
     for &(name, rows, cols) in shapes.iter().filter(|_| !no_matvec) {
@@ -74,6 +85,9 @@ fn main() {
             let gb = data.len() as f64 / 1e9;
             let k1 = gb / kompakt_matmul_secs(&w, 1, 1, reps);
             let k2 = gb / kompakt_matmul_secs(&w, 1, 2, 2 * reps);
+            if paired_rounds > 0 {
+                paired.push((name, dt, paired_ratios(&w, gb, paired_rounds)));
+            }
             drop(data);
             #[cfg_attr(not(feature = "ggml"), allow(unused_variables))]
             let kwps = |g: f64| g / dt.bits_per_weight();
@@ -134,6 +148,31 @@ fn main() {
             p[4],
             p[5]
         );
+    }
+    if !paired.is_empty() {
+        println!(
+            "\n## Mat-vec against a probe taken just before it (1 thread, {paired_rounds} rounds)\n"
+        );
+        println!("| shape | type | kompakt GB/s, median (range) | probe GB/s, median (range) | kompakt / probe, median (range) |");
+        println!("|---|---|---|---|---|");
+        for (name, dt, r) in &paired {
+            let col = |v: &[f64], scale: f64, digits: usize| {
+                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let f = |x: f64| format!("{:.digits$}", x * scale);
+                format!("{} ({}-{})", f(median(v)), f(lo), f(hi))
+            };
+            let k: Vec<f64> = r.iter().map(|p| p.0).collect();
+            let b: Vec<f64> = r.iter().map(|p| p.1).collect();
+            let q: Vec<f64> = r.iter().map(|p| p.0 / p.1).collect();
+            println!(
+                "| {name} | {} | {} | {} | {} % |",
+                dt.name(),
+                col(&k, 1.0, 1),
+                col(&b, 1.0, 1),
+                col(&q, 100.0, 0)
+            );
+        }
     }
     if std::env::var("KT_NO_MATMAT").is_ok_and(|v| v == "1") {
         return;
@@ -230,4 +269,24 @@ fn percent(v: f64) -> String {
     } else {
         format!("{:.0} %", 100.0 * v)
     }
+}
+
+/// `rounds` pairs of (1-thread mat-vec GB/s, 1-thread read bandwidth GB/s),
+/// each pair measured back to back: the probe as in the main table (best of
+/// at least 8 sums over 1 GiB and 1 s), then the mat-vec (best of 3).
+fn paired_ratios(w: &WeightRef, gb: f64, rounds: usize) -> Vec<(f64, f64)> {
+    let x = gaussian(2, w.cols);
+    let mut y = vec![0f32; w.rows];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a 1-thread pool");
+    (0..rounds)
+        .map(|_| {
+            let bw = read_bandwidth(1 << 30, 1, 8);
+            let secs =
+                pool.install(|| time_best(|| kompakt_kernels::matmul(w, &x, 1, &mut y), 3, 0.0));
+            (gb / secs, bw)
+        })
+        .collect()
 }
