@@ -551,17 +551,8 @@ impl RssSampler {
 }
 
 fn machine() -> Machine {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name") || l.starts_with("Model"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     Machine {
-        cpu,
+        cpu: kompakt_kernels::probe::cpu_model(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         kernels: kompakt_kernels::kernels().isa,
     }

@@ -131,18 +131,6 @@ fn row_cosines(a: &[f32], b: &[f32], rows: usize, w: usize) -> (f64, f64) {
     (sum / rows.max(1) as f64, min)
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|m| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -245,9 +233,11 @@ fn print_table(a: &Args, cells: &[Vec<Vec<Cell>>], checks: &[Check], done: usize
 
 fn run() -> Result<(), String> {
     let a = parse_args()?;
-    println!("machine: {} ({} logical CPUs)", cpu_model(), {
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    });
+    println!(
+        "machine: {} ({} logical CPUs)",
+        kompakt_kernels::probe::cpu_model(),
+        { std::thread::available_parallelism().map_or(0, |n| n.get()) }
+    );
     println!("load average (1/5/15 min) at start: {}", loadavg());
     llama::init();
     // SAFETY: returns a static NUL-terminated string.

@@ -82,6 +82,20 @@ unsafe fn sum_u64_avx2(c: &[u64]) -> u64 {
     lanes.iter().fold(tail, |a, b| a.wrapping_add(*b))
 }
 
+/// The CPU's model name from `/proc/cpuinfo` (`model name` on x86, `Model`
+/// on many ARM boards), or the architecture name where there is none.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name") || l.starts_with("Model"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
