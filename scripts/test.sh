@@ -8,6 +8,21 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# A fresh clone gains nothing from incremental state, and it is the largest
+# part of target/ after a test build.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# The whole run (debug, release and aarch64 builds) writes about 3 GB to the
+# target directories; say so up front rather than fail later inside the linker.
+NEED_GB=4
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_kb=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
+if [ -n "$free_kb" ] && [ "$free_kb" -lt $((NEED_GB * 1024 * 1024)) ]; then
+    printf 'warning: %s has %d MB free; a clean run of this script writes about %d GB\n' \
+        "$target_dir" $((free_kb / 1024)) "$NEED_GB" >&2
+fi
+
 need=()
 command -v valgrind >/dev/null || need+=(valgrind)
 command -v gcc >/dev/null || need+=(gcc)
