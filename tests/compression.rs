@@ -183,6 +183,46 @@ fn default_type_floors_hold_at_the_smallest_budget() {
     translate(&o.out);
 }
 
+/// q4_k decoder matrices are stored as q4_k_x4 (the same blocks, rows
+/// interleaved by four) unless `interleave_q4k` is off; the encoder's stay
+/// row-major; both files translate alike.
+#[test]
+fn interleaved_q4k_gives_the_same_translation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows = options(&dir, "rows.kpk");
+    rows.dtype = DType::Q4K;
+    rows.interleave_q4k = false;
+    let mut x4 = options(&dir, "x4.kpk");
+    x4.dtype = DType::Q4K;
+    for o in [&rows, &x4] {
+        kompakt_converter::convert(o, &mut |_| true).unwrap();
+    }
+    let (fr, fx) = (
+        KpkFile::open(&rows.out).unwrap(),
+        KpkFile::open(&x4.out).unwrap(),
+    );
+    assert_eq!(fr.file_size(), fx.file_size());
+    let mut interleaved = 0;
+    for t in fx.tensors() {
+        let r = fr.tensor(&t.name).unwrap();
+        let want = if r.dtype() == DType::Q4K
+            && (t.name.starts_with("llm.layers.") || t.name == "llm.lm_head.weight")
+        {
+            interleaved += 1;
+            DType::Q4KX4
+        } else {
+            r.dtype()
+        };
+        assert_eq!(t.dtype, want, "{}", t.name);
+    }
+    assert!(interleaved >= 8, "{interleaved} interleaved tensors");
+    assert_eq!(
+        fx.tensor("audio.layers.0.ffn.fc1.weight").unwrap().dtype(),
+        DType::Q4K
+    );
+    assert_eq!(translate(&rows.out), translate(&x4.out));
+}
+
 #[test]
 fn recipe_rules_restrict_the_types_of_matching_tensors() {
     use kompakt_converter::recipe::Recipe;
@@ -208,7 +248,8 @@ fn recipe_rules_restrict_the_types_of_matching_tensors() {
     assert_eq!(d["llm.lm_head.weight"], DType::Q8_0);
     assert_eq!(d["projector.weight"], DType::Q8_0);
     assert_eq!(d["audio.layers.0.ffn.fc1.weight"], DType::F16);
-    assert_eq!(d["llm.layers.0.mlp.up.weight"], DType::Q4K);
+    // Decoder matrices in q4_k are stored interleaved (see the test below).
+    assert_eq!(d["llm.layers.0.mlp.up.weight"], DType::Q4KX4);
     assert_eq!(d["llm.norm.weight"], DType::F32);
     let f = KpkFile::open(&o.out).unwrap();
     let prov = f

@@ -64,6 +64,11 @@ pub struct ConvertArgs {
     /// made the allocation worse; importance weighting is always used)
     #[arg(long)]
     pub layer_sensitivity: bool,
+    /// Keep the decoder's q4_k matrices row-major instead of storing them as
+    /// q4_k_x4 (the same blocks with rows interleaved by four, for the
+    /// faster x86 mat-vec kernel; other CPUs turn them back into rows)
+    #[arg(long)]
+    pub no_interleave: bool,
 }
 
 /// `--drop-*-layers`: explicit source indices and an optional `auto:N`.
@@ -90,7 +95,7 @@ fn layer_drops(values: &[String], flag: &str) -> Result<(Vec<usize>, Option<usiz
 
 pub fn run(args: ConvertArgs) -> Result<()> {
     let dtype = DType::from_name(&args.dtype)
-        .filter(|d| !matches!(d, DType::U8 | DType::I32))
+        .filter(|d| !matches!(d, DType::U8 | DType::I32 | DType::Q4KX4))
         .with_context(|| {
             format!(
                 "unknown --dtype `{}` (use f32, f16, bf16, q8_0, q4_k, q3_k, q2_k or iq2)",
@@ -125,6 +130,7 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         layer_drops(&args.drop_audio_layers, "--drop-audio-layers")?;
     opts.calibration = args.calibration;
     opts.layer_sensitivity = args.layer_sensitivity;
+    opts.interleave_q4k = !args.no_interleave;
     if let Some(name) = &args.recipe {
         let r = Recipe::load(name).with_context(|| format!("--recipe {name}"))?;
         if args.bin.is_none() && args.max_size.is_none() {

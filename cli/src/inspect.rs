@@ -295,7 +295,7 @@ fn to_text(file: &KpkFile, s: &Summary, args: &InspectArgs) -> String {
     for h in &s.histogram {
         let _ = writeln!(
             o,
-            "  {:<6} {:>5} tensors {:>17} params {:>15} bytes",
+            "  {:<7} {:>5} tensors {:>17} params {:>15} bytes",
             h.dtype.name(),
             h.tensors,
             group_digits(h.params),

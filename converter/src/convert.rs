@@ -61,6 +61,10 @@ pub struct ConvertOptions {
     /// against 1.25 without it at 2.98 bits per weight), so only the
     /// importance weighting of the errors is used unless asked for.
     pub layer_sensitivity: bool,
+    /// Store the decoder's Q4K matrices (LLM layers and lm_head, rows a
+    /// multiple of 4) as Q4KX4: the same blocks, rows interleaved by four
+    /// for the interleaved mat-vec kernel. On by default.
+    pub interleave_q4k: bool,
 }
 
 impl ConvertOptions {
@@ -86,6 +90,7 @@ impl ConvertOptions {
             recipe: None,
             calibration: None,
             layer_sensitivity: false,
+            interleave_q4k: true,
         }
     }
 }
@@ -267,6 +272,7 @@ fn write_converted(
     dtype: DType,
     keep_rows: Option<&[usize]>,
     importance: Option<&[f32]>,
+    slice_elems: usize,
 ) -> Result<()> {
     let (src, bytes) = ckpt.view(&s.hf, &s.shape)?;
     let cols = (*s.shape.last().unwrap_or(&1)).max(1);
@@ -286,8 +292,16 @@ fn write_converted(
         }
     };
     w.begin_tensor(&s.kpk, dtype, &shape)?;
-    let slice_rows = (SLICE_ELEMS / cols).max(1);
-    let task_rows = (slice_rows / (4 * rayon::current_num_threads())).max(1);
+    // Interleaved types are written in whole panels of rows.
+    let unit = if dtype.group_rows() > 1 {
+        kompakt_kernels::interleave::PANEL_ROWS
+    } else {
+        1
+    };
+    let slice_rows = (slice_elems / cols).max(1).next_multiple_of(unit);
+    let task_rows = (slice_rows / (4 * rayon::current_num_threads()))
+        .max(1)
+        .next_multiple_of(unit);
     for r0 in (0..rows).step_by(slice_rows) {
         let r1 = (r0 + slice_rows).min(rows);
         let parts: Vec<Result<Vec<u8>>> = bytes[r0 * row_bytes..r1 * row_bytes]
@@ -303,6 +317,21 @@ fn write_converted(
     }
     w.end_tensor()?;
     Ok(())
+}
+
+/// The stored form of `s` chosen as `dtype` with `shape`: Q4K matrices that
+/// decoding multiplies one token at a time (LLM layers, lm_head) become
+/// Q4KX4 when `interleave` is set and the row count allows; the audio
+/// encoder and projector multiply whole clips (row-major Q4K serves them).
+pub fn storage_dtype(s: &TensorSpec, dtype: DType, shape: &[usize], interleave: bool) -> DType {
+    let decoder = matches!(s.component, Component::LlmLayers | Component::LmHead)
+        && matches!(s.role, Role::Linear | Role::LmHead);
+    let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
+    if interleave && dtype == DType::Q4K && decoder && shape.len() == 2 && rows.is_multiple_of(4) {
+        DType::Q4KX4
+    } else {
+        dtype
+    }
 }
 
 /// The dtype a tensor of `role` is stored in when weights go to `target`.
@@ -542,13 +571,15 @@ pub fn convert(
 
     let total = specs.len();
     for (done, s) in specs.iter().enumerate() {
+        let dtype = storage_dtype(s, dtype_of(s), &stored_shape(s), opts.interleave_q4k);
         write_converted(
             &mut w,
             &ckpt,
             s,
-            dtype_of(s),
+            dtype,
             rows_of(s).as_deref(),
             importance_of(s),
+            SLICE_ELEMS,
         )?;
         ckpt.release(&s.hf);
         if !progress(Progress {
@@ -947,4 +978,55 @@ fn write_metadata(
     }
     put(meta, "params.total", U64(total))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kompakt_format::KpkFile;
+
+    /// A Q4KX4 tensor written in several slices (a slice size that is not a
+    /// whole panel, so the writer must round it) holds exactly the
+    /// interleaving of the same tensor written row-major. 136 x 4352: three
+    /// panels (the last short), two column chunks (the second one block),
+    /// so the layout differs from plain group order.
+    #[test]
+    fn interleaved_tensor_written_in_slices_matches_row_major() {
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, cols) = (136usize, 4352usize);
+        let vals: Vec<u8> = (0..rows * cols)
+            .flat_map(|i| (((i * 7919) % 2001) as f32 / 1000.0 - 1.0).to_le_bytes())
+            .collect();
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![rows, cols], &vals)
+                .unwrap();
+        let st = safetensors::tensor::serialize([("w", view)], None).unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), st).unwrap();
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        let ckpt = Checkpoint::open(dir.path()).unwrap();
+        let s = TensorSpec {
+            hf: "w".into(),
+            kpk: "w".into(),
+            shape: vec![rows, cols],
+            role: Role::LmHead,
+            component: Component::LmHead,
+            layer: None,
+        };
+        let mut data = Vec::new();
+        for (dtype, name) in [(DType::Q4K, "rows.kpk"), (DType::Q4KX4, "x4.kpk")] {
+            let path = dir.path().join(name);
+            let mut w = KpkWriter::create(&path).unwrap();
+            // 10 rows per slice before rounding.
+            write_converted(&mut w, &ckpt, &s, dtype, None, None, 10 * cols).unwrap();
+            w.finish().unwrap();
+            let f = KpkFile::open(&path).unwrap();
+            let t = f.tensor("w").unwrap();
+            assert_eq!(t.dtype(), dtype);
+            data.push(t.data.to_vec());
+        }
+        assert_eq!(
+            kompakt_kernels::interleave::interleave(&data[0], rows, cols / 256),
+            data[1]
+        );
+    }
 }

@@ -211,7 +211,7 @@ impl Recipe {
             }
             for t in &rule.types {
                 match DType::from_name(t) {
-                    Some(DType::U8 | DType::I32) | None => {
+                    Some(DType::U8 | DType::I32 | DType::Q4KX4) | None => {
                         return Err(bad(format!(
                             "recipe {origin}: types rule {}: unknown type `{t}` (use f32, f16, \
                              bf16, q8_0, q4_k, q3_k, q2_k or iq2)",

@@ -34,11 +34,15 @@ pub enum DType {
     /// Non-uniform 2-bit: 8-dimensional codebook vectors: see FORMAT.md.
     /// (Id 20 was IQ2 with the format-1.0 codebook; see [`DType::retired`].)
     IQ2 = 21,
+    /// Q4K blocks with the rows interleaved in groups of four, for
+    /// multiplying four rows at once: see FORMAT.md. 4.5 bpw; the row count
+    /// must be a multiple of 4 ([`DType::shape_error`]).
+    Q4KX4 = 22,
 }
 
 impl DType {
     /// Every dtype this build understands.
-    pub const ALL: [DType; 10] = [
+    pub const ALL: [DType; 11] = [
         DType::F32,
         DType::F16,
         DType::BF16,
@@ -49,6 +53,7 @@ impl DType {
         DType::Q3K,
         DType::Q2K,
         DType::IQ2,
+        DType::Q4KX4,
     ];
 
     /// The numeric id stored in files.
@@ -86,6 +91,7 @@ impl DType {
             DType::Q3K => "q3_k",
             DType::Q2K => "q2_k",
             DType::IQ2 => "iq2",
+            DType::Q4KX4 => "q4_k_x4",
         }
     }
 
@@ -99,7 +105,7 @@ impl DType {
         match self {
             DType::F32 | DType::F16 | DType::BF16 | DType::U8 | DType::I32 => 1,
             DType::Q8_0 => 32,
-            DType::Q4K | DType::Q3K | DType::Q2K | DType::IQ2 => 256,
+            DType::Q4K | DType::Q3K | DType::Q2K | DType::IQ2 | DType::Q4KX4 => 256,
         }
     }
 
@@ -110,11 +116,40 @@ impl DType {
             DType::F16 | DType::BF16 => 2,
             DType::U8 => 1,
             DType::Q8_0 => 34,
-            DType::Q4K => 144,
+            DType::Q4K | DType::Q4KX4 => 144,
             DType::Q3K => 110,
             DType::Q2K => 84,
             DType::IQ2 => 70,
         }
+    }
+
+    /// Rows per interleaved row group (4 for [`DType::Q4KX4`], 1 otherwise).
+    pub const fn group_rows(self) -> u64 {
+        match self {
+            DType::Q4KX4 => 4,
+            _ => 1,
+        }
+    }
+
+    /// Why `shape` cannot be stored in this dtype, or `None` when it can:
+    /// an interleaved type needs a row count (the product of all but the
+    /// last dimension) that is a multiple of its [`DType::group_rows`].
+    /// Sizes that overflow are left to [`DType::storage_bytes`].
+    pub fn shape_error(self, shape: &[u64]) -> Option<String> {
+        let g = self.group_rows();
+        if g == 1 {
+            return None;
+        }
+        let rows = match shape.split_last() {
+            None => 1,
+            Some((_, rest)) => rest.iter().try_fold(1u64, |a, &d| a.checked_mul(d))?,
+        };
+        (!rows.is_multiple_of(g)).then(|| {
+            format!(
+                "{} interleaves rows in groups of {g}, but the shape has {rows} row(s)",
+                self.name()
+            )
+        })
     }
 
     /// True for block-quantized types.
@@ -176,6 +211,17 @@ mod tests {
         assert_eq!(DType::Q4K.storage_bytes(&[2, 896]), Some(2 * 4 * 144));
         assert_eq!(DType::Q8_0.storage_bytes(&[]), Some(34));
         assert_eq!(DType::F32.storage_bytes(&[u64::MAX, 2]), None);
+        assert_eq!(DType::Q4KX4.storage_bytes(&[8, 4096]), Some(8 * 16 * 144));
+    }
+
+    #[test]
+    fn interleaved_rows_come_in_groups_of_four() {
+        assert_eq!(DType::Q4KX4.shape_error(&[8, 256]), None);
+        assert_eq!(DType::Q4KX4.shape_error(&[2, 2, 256]), None);
+        let e = DType::Q4KX4.shape_error(&[6, 256]).unwrap();
+        assert!(e.contains("groups of 4") && e.contains("6 row"), "{e}");
+        assert!(DType::Q4KX4.shape_error(&[256]).is_some());
+        assert_eq!(DType::Q4K.shape_error(&[6, 256]), None);
     }
 
     #[test]

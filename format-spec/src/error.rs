@@ -213,6 +213,15 @@ pub enum FormatError {
         data_size: u64,
     },
 
+    /// A tensor's shape cannot be stored in its dtype (`DType::shape_error`).
+    #[error("{file}: tensor `{name}` field `dims` at offset {offset}: {reason}")]
+    BadShape {
+        file: String,
+        name: String,
+        offset: u64,
+        reason: String,
+    },
+
     /// A tensor's byte length is not `DType::storage_bytes(shape)`.
     #[error("{file}: tensor `{name}` field `nbytes` at offset {offset}: {found} bytes, but {dtype} {shape:?} needs {}", match .expected { Some(n) => format!("{n} bytes"), None => "more than 2^64 bytes".to_string() })]
     ByteLengthMismatch {

@@ -474,6 +474,7 @@ fn parse_directory(parsed: &mut ParsedFile, dir: &[u8], file: &str) -> Result<()
         let rank_offset = c.at();
         let rank = c.u32(&|| format!("tensor `{name}` rank"))? as u64;
         c.limit(format!("tensor `{name}` rank"), rank_offset, rank, MAX_RANK)?;
+        let dims_at = c.at();
         let mut shape = Vec::with_capacity(rank as usize);
         for d in 0..rank {
             shape.push(c.u64(&|| format!("tensor `{name}` dims[{d}]"))?);
@@ -507,6 +508,14 @@ fn parse_directory(parsed: &mut ParsedFile, dir: &[u8], file: &str) -> Result<()
                 offset: offset_at,
                 value: rel,
                 align: ALIGNMENT,
+            });
+        }
+        if let Some(reason) = dtype.shape_error(&shape) {
+            return Err(FormatError::BadShape {
+                file: file.to_string(),
+                name,
+                offset: dims_at,
+                reason,
             });
         }
         let expected = dtype.storage_bytes(&shape);

@@ -189,6 +189,14 @@ impl KpkWriter {
                 ),
             });
         }
+        if let Some(reason) = dtype.shape_error(shape) {
+            return Err(FormatError::BadShape {
+                file: self.label.clone(),
+                name: name.to_string(),
+                offset: 0,
+                reason,
+            });
+        }
         let expected = dtype.storage_bytes(shape);
         let numel_ok = shape
             .iter()

@@ -182,6 +182,21 @@ fn unknown_dtype_is_unsupported() {
 }
 
 #[test]
+fn interleaved_dtype_with_a_partial_group_of_rows_is_rejected() {
+    // 6 rows of Q4KX4 (groups of 4), with the byte length storage_bytes gives.
+    let bytes = vec![0u8; 6 * 144];
+    let r = Raw::new().tensor("w", DType::Q4KX4, &[6, 256], 0, &bytes);
+    let e = err(&r.build());
+    assert!(
+        matches!(&e, FormatError::BadShape { name, .. } if name == "w"),
+        "{e}"
+    );
+    assert_names(&e, &["`w`", "dims", "groups of 4", "6 row"]);
+    let ok = Raw::new().tensor("w", DType::Q4KX4, &[8, 256], 0, &[0u8; 8 * 144]);
+    parse(&ok.build()).unwrap();
+}
+
+#[test]
 fn retired_iq2_codebook_id_names_the_fix() {
     let mut e = DirEntry::new("w", DType::U8, &[4], 0, 4, 0);
     e.dtype_id = 20;

@@ -17,6 +17,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod blocks;
+pub mod interleave;
 pub mod iq2_grid;
 pub mod probe;
 pub mod quantize;
@@ -31,11 +32,12 @@ pub mod aarch64;
 
 pub use kompakt_format::DType;
 pub use table::{
-    best_kernels, kernels, scalar_kernels, GemmQ8Fn, GemmQ8_0Fn, KernelTable, RowF32Fn, RowQ8Fn,
-    RowQ8_0Fn,
+    best_kernels, kernels, scalar_kernels, GemmQ8Fn, GemmQ8_0Fn, GemmX4Fn, GemvX4Fn, KernelTable,
+    RowF32Fn, RowQ8Fn, RowQ8_0Fn,
 };
 
 use blocks::{BlockQ8A32, BlockQ8K};
+use bytemuck::Zeroable;
 use rayon::prelude::*;
 
 /// Errors of the kernel API.
@@ -62,6 +64,9 @@ pub enum KernelError {
     /// The importance vector is not `cols` long or has negative / non-finite values.
     #[error("importance vector must have {cols} finite non-negative values")]
     BadImportance { cols: usize },
+    /// The shape cannot be stored in the dtype (`DType::shape_error`).
+    #[error("{0}")]
+    BadShape(String),
 }
 
 /// A borrowed weight matrix `[rows, cols]` in any weight dtype.
@@ -86,6 +91,9 @@ impl<'a> WeightRef<'a> {
     ) -> Result<Self, KernelError> {
         if !is_weight_type(dtype) {
             return Err(KernelError::Unsupported(dtype));
+        }
+        if let Some(e) = dtype.shape_error(&[rows as u64, cols as u64]) {
+            return Err(KernelError::BadShape(e));
         }
         let expected = dtype
             .storage_bytes(&[rows as u64, cols as u64])
@@ -112,8 +120,14 @@ impl<'a> WeightRef<'a> {
         row_bytes(self.dtype, self.cols)
     }
 
-    /// The stored bytes of row `r`.
+    /// The stored bytes of row `r` (not for [`DType::Q4KX4`], whose rows
+    /// are interleaved: see [`interleave::row`]).
     pub fn row(&self, r: usize) -> &'a [u8] {
+        assert!(
+            self.dtype.group_rows() == 1,
+            "{} has no contiguous rows",
+            self.dtype
+        );
         let rb = self.row_bytes();
         &self.data[r * rb..(r + 1) * rb]
     }
@@ -194,25 +208,99 @@ pub fn matmul_with(t: &KernelTable, w: &WeightRef, x: &[f32], n: usize, y: &mut 
             let acts: Vec<&[BlockQ8A32]> = act.chunks(nb).collect();
             match t.gemm_q8_0 {
                 Some(g) if n == 1 => run_gemv(w, &acts, y, g),
-                Some(g) if n >= PANEL_MIN_N_Q8_0 => run_panels(w, &acts, y, g),
+                Some(g) if n >= PANEL_MIN_N_Q8_0 => run_row_panels(w, &acts, y, g),
                 _ => run_rows(w, &acts, y, t.row_q8_0),
+            }
+        }
+        DType::Q4KX4 => {
+            let nb = q8k_blocks(cols);
+            let act = quantize_acts_q8k(t, x, n, cols);
+            let acts: Vec<&[BlockQ8K]> = act.chunks(nb).collect();
+            match (t.gemv_q4k_x4, t.gemm_q4k_x4) {
+                // Below the panel threshold one mat-vec per activation row
+                // is faster (n = 2, 3: 141 against 68-74 GFLOP/s for the
+                // panels; AVX2, 4096x4096 in L3, 1 thread).
+                (Some(g), _) if n < PANEL_MIN_N => {
+                    for (a, yr) in acts.iter().zip(y.chunks_exact_mut(rows)) {
+                        run_gemv_x4(w, a, yr, g);
+                    }
+                }
+                (_, Some(g)) if n > 1 => {
+                    run_panels(w, &acts, y, interleave::GROUP_ROWS, |r0, pw, a, out| {
+                        g(w.data, rows, nb, r0, pw, a, out)
+                    })
+                }
+                _ => run_x4_as_rows(t, w, &acts, y),
             }
         }
         _ => {
             let f = row_q8_fn(t, w.dtype);
             let nb = q8k_blocks(cols);
-            let mut act = vec![BlockQ8K::zeroed(); n * nb];
-            act.par_chunks_mut(nb)
-                .zip(x[..n * cols].par_chunks(cols))
-                .for_each(|(a, xr)| (t.quantize_q8k)(xr, a));
+            let act = quantize_acts_q8k(t, x, n, cols);
             let acts: Vec<&[BlockQ8K]> = act.chunks(nb).collect();
             match gemm_q8_fn(t, w.dtype) {
                 Some(g) if n == 1 => run_gemv(w, &acts, y, g),
-                Some(g) if n >= PANEL_MIN_N => run_panels(w, &acts, y, g),
+                Some(g) if n >= PANEL_MIN_N => run_row_panels(w, &acts, y, g),
                 _ => run_rows(w, &acts, y, f),
             }
         }
     }
+}
+
+/// The `n` rows of `x` quantized to [`BlockQ8K`], row after row.
+fn quantize_acts_q8k(t: &KernelTable, x: &[f32], n: usize, cols: usize) -> Vec<BlockQ8K> {
+    let nb = q8k_blocks(cols);
+    let mut act = vec![BlockQ8K::zeroed(); n * nb];
+    act.par_chunks_mut(nb)
+        .zip(x[..n * cols].par_chunks(cols))
+        .for_each(|(a, xr)| (t.quantize_q8k)(xr, a));
+    act
+}
+
+/// Q4KX4 mat-vec: tiles of whole panels in parallel, each one call of the
+/// table's interleaved kernel.
+fn run_gemv_x4(w: &WeightRef, x: &[BlockQ8K], y: &mut [f32], g: GemvX4Fn) {
+    let tile = gemv_tile(w.rows).next_multiple_of(interleave::PANEL_ROWS);
+    let nb = q8k_blocks(w.cols);
+    y.par_chunks_mut(tile)
+        .enumerate()
+        .for_each(|(ti, yt)| g(w.data, w.rows, nb, ti * tile, x, yt));
+}
+
+/// Q4KX4 on a table without its kernels (scalar, NEON mat-mat, or
+/// `KOMPAKT_NO_PANELS`): tiles of whole panels in parallel, each turned back
+/// into row-major Q4K and multiplied by [`run_rows`] with the Q4K row kernel.
+/// (Every table with a Q4K panel kernel also has the Q4KX4 ones.)
+fn run_x4_as_rows(t: &KernelTable, w: &WeightRef, acts: &[&[BlockQ8K]], y: &mut [f32]) {
+    let (rows, n, nb) = (w.rows, acts.len(), q8k_blocks(w.cols));
+    let tile = gemv_tile(rows).next_multiple_of(interleave::PANEL_ROWS);
+    let yp = OutPtr(y.as_mut_ptr());
+    (0..rows.div_ceil(tile)).into_par_iter().for_each(|ti| {
+        let yp = &yp;
+        let r0 = ti * tile;
+        let tr = tile.min(rows - r0);
+        let mut q = vec![blocks::BlockQ4K::zeroed(); tr * nb];
+        interleave::rows_q4k(w.data, rows, nb, r0, &mut q);
+        let tw = WeightRef {
+            dtype: DType::Q4K,
+            data: bytemuck::cast_slice(&q),
+            rows: tr,
+            cols: w.cols,
+        };
+        let mut buf = vec![0f32; tr * n];
+        run_rows(&tw, acts, &mut buf, t.row_q4k);
+        for j in 0..n {
+            // SAFETY: y has rows*n elements (checked by `matmul`); this task
+            // alone writes y[j*rows + r0 .. + tr] (its rows are its own).
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    buf.as_ptr().add(j * tr),
+                    yp.0.add(j * rows + r0),
+                    tr,
+                );
+            }
+        }
+    });
 }
 
 fn row_q8_fn(t: &KernelTable, d: DType) -> RowQ8Fn {
@@ -256,7 +344,23 @@ unsafe impl Sync for OutPtr {}
 /// Mat-mat driver for the panel kernels: a 2-D split of (weight rows x
 /// activation rows) into panels run in parallel; each panel's result goes
 /// straight into its rectangle of `y` (no [rows, n] transpose buffer).
-fn run_panels<A: Sync>(w: &WeightRef, acts: &[&[A]], y: &mut [f32], f: PanelFn<A>) {
+fn run_row_panels<A: Sync>(w: &WeightRef, acts: &[&[A]], y: &mut [f32], f: PanelFn<A>) {
+    let rb = w.row_bytes();
+    run_panels(w, acts, y, 1, |r0, pw, a, out| {
+        f(&w.data[r0 * rb..(r0 + pw) * rb], pw, a, out)
+    })
+}
+
+/// The 2-D split of [`run_row_panels`]; `f(r0, pw, acts, out)` computes
+/// weight rows `r0..r0 + pw` (`r0` and `pw` multiples of `align`, or `pw`
+/// the rest of the rows) against `acts` into `out[j * pw + i]`.
+fn run_panels<A: Sync>(
+    w: &WeightRef,
+    acts: &[&[A]],
+    y: &mut [f32],
+    align: usize,
+    f: impl Fn(usize, usize, &[&[A]], &mut [f32]) + Sync,
+) {
     let (rows, n) = (w.rows, acts.len());
     assert!(y.len() >= rows * n);
     let rb = w.row_bytes();
@@ -273,7 +377,7 @@ fn run_panels<A: Sync>(w: &WeightRef, acts: &[&[A]], y: &mut [f32], f: PanelFn<A
     while nw > 4 && rows.div_ceil(nw) * ablocks < 4 * threads {
         nw = (nw / 2).max(4);
     }
-    let nw = nw.max(1);
+    let nw = (nw - nw % align).max(align).max(1);
     let rblocks = rows.div_ceil(nw);
     let yp = OutPtr(y.as_mut_ptr());
     (0..rblocks * ablocks).into_par_iter().for_each(|t| {
@@ -284,12 +388,7 @@ fn run_panels<A: Sync>(w: &WeightRef, acts: &[&[A]], y: &mut [f32], f: PanelFn<A
         let (r0, a0) = (ri * nw, ai * na);
         let (pw, pa) = (nw.min(rows - r0), na.min(n - a0));
         let mut buf = vec![0f32; pw * pa];
-        f(
-            &w.data[r0 * rb..(r0 + pw) * rb],
-            pw,
-            &acts[a0..a0 + pa],
-            &mut buf,
-        );
+        f(r0, pw, &acts[a0..a0 + pa], &mut buf);
         for j in 0..pa {
             // SAFETY: y has rows*n elements (asserted); this task alone writes
             // y[(a0+j)*rows + r0 .. + pw] (its weight-row and activation-row
@@ -382,6 +481,12 @@ fn run_rows<A: Sync>(
 pub fn dequantize_row(w: &WeightRef, row: usize, out: &mut [f32]) {
     assert!(row < w.rows, "row {row} out of {}", w.rows);
     assert!(out.len() >= w.cols);
+    if w.dtype == DType::Q4KX4 {
+        let mut q = vec![blocks::BlockQ4K::zeroed(); q8k_blocks(w.cols)];
+        interleave::row(w.data, w.rows, q.len(), row, &mut q);
+        scalar::dequantize_row(DType::Q4K, bytemuck::cast_slice(&q), &mut out[..w.cols]);
+        return;
+    }
     scalar::dequantize_row(w.dtype, w.row(row), &mut out[..w.cols]);
 }
 
@@ -389,6 +494,23 @@ pub fn dequantize_row(w: &WeightRef, row: usize, out: &mut [f32]) {
 pub fn dequantize(w: &WeightRef, out: &mut [f32]) {
     assert!(out.len() >= w.rows * w.cols);
     if w.cols == 0 {
+        return;
+    }
+    if w.dtype == DType::Q4KX4 {
+        let nb = q8k_blocks(w.cols);
+        let g = interleave::GROUP_ROWS;
+        out[..w.rows * w.cols]
+            .par_chunks_mut(g * w.cols)
+            .enumerate()
+            .for_each(|(i, o)| {
+                let mut q = vec![blocks::BlockQ4K::zeroed(); g * nb];
+                interleave::rows_q4k(w.data, w.rows, nb, g * i, &mut q);
+                let q: &[u8] = bytemuck::cast_slice(&q);
+                let rb = row_bytes(DType::Q4K, w.cols);
+                for (qr, or) in q.chunks_exact(rb).zip(o.chunks_exact_mut(w.cols)) {
+                    scalar::dequantize_row(DType::Q4K, qr, or);
+                }
+            });
         return;
     }
     out[..w.rows * w.cols]
@@ -425,6 +547,9 @@ pub fn quantize(
             return Err(KernelError::BadImportance { cols });
         }
     }
+    if let Some(e) = dtype.shape_error(&[rows as u64, cols as u64]) {
+        return Err(KernelError::BadShape(e));
+    }
     let bytes = dtype
         .storage_bytes(&[rows as u64, cols as u64])
         .ok_or(KernelError::Overflow)?;
@@ -433,9 +558,17 @@ pub fn quantize(
     if rb == 0 || cols == 0 {
         return Ok(out);
     }
+    let row_dtype = if dtype == DType::Q4KX4 {
+        DType::Q4K
+    } else {
+        dtype
+    };
     out.par_chunks_mut(rb)
         .zip(src.par_chunks(cols))
-        .for_each(|(o, s)| quantize::quantize_row(dtype, s, importance, o));
+        .for_each(|(o, s)| quantize::quantize_row(row_dtype, s, importance, o));
+    if dtype == DType::Q4KX4 {
+        out = interleave::interleave(&out, rows, q8k_blocks(cols));
+    }
     Ok(out)
 }
 

@@ -28,6 +28,8 @@ pub static TABLE: KernelTable = KernelTable {
     gemm_q3k: None,
     gemm_q2k: None,
     gemm_iq2: None,
+    gemv_q4k_x4: None,
+    gemm_q4k_x4: None,
 };
 
 /// `sum a[i] * b[i]` (8 partial sums, like the SIMD versions).
@@ -377,6 +379,9 @@ pub fn dequantize_block(dtype: DType, src: &[u8], out: &mut [f32]) {
             }
         }
         DType::U8 | DType::I32 => panic!("{dtype} is not a weight type"),
+        DType::Q4KX4 => panic!(
+            "{dtype} blocks interleave four rows: dequantize through kompakt_kernels::dequantize"
+        ),
     }
 }
 

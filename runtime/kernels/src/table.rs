@@ -20,6 +20,16 @@ pub type RowQ8_0Fn = fn(row: &[u8], a: &[&[BlockQ8A32]], out: &mut [f32]);
 /// activation row (mat-vec) a loop over the weight rows with the row kernel
 /// inlined (`matmul` uses it for every `n = 1` product).
 pub type GemmQ8Fn = fn(w: &[u8], nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]);
+/// Q4KX4 mat-vec: `out[i]` = row `r0 + i` of the whole interleaved matrix
+/// `w` (`rows` rows, `nb` blocks per row) dotted with `x`; `r0` starts a
+/// panel (`interleave::PANEL_ROWS`) and `r0 + out.len()` ends one or is `rows`.
+/// Q4KX4 mat-mat: `out[j * nw + i]` = row `r0 + i` (of the whole
+/// interleaved matrix `w`) dotted with activation row `j` of `a`; `r0` and
+/// `nw` are multiples of 4.
+pub type GemmX4Fn =
+    fn(w: &[u8], rows: usize, nb: usize, r0: usize, nw: usize, a: &[&[BlockQ8K]], out: &mut [f32]);
+pub type GemvX4Fn =
+    fn(w: &[u8], rows: usize, nb: usize, r0: usize, x: &[BlockQ8K], out: &mut [f32]);
 /// [`GemmQ8Fn`] for Q8_0 weights with [`BlockQ8A32`] activations.
 pub type GemmQ8_0Fn = fn(w: &[u8], nw: usize, a: &[&[BlockQ8A32]], out: &mut [f32]);
 
@@ -49,6 +59,11 @@ pub struct KernelTable {
     pub gemm_q3k: Option<GemmQ8Fn>,
     pub gemm_q2k: Option<GemmQ8Fn>,
     pub gemm_iq2: Option<GemmQ8Fn>,
+    /// Q4KX4 mat-vec; without it Q4KX4 goes through `row_q4k`/`gemm_q4k`
+    /// on rows turned back into Q4K.
+    pub gemv_q4k_x4: Option<GemvX4Fn>,
+    /// Q4KX4 mat-mat (several activation rows); without it, as above.
+    pub gemm_q4k_x4: Option<GemmX4Fn>,
     /// Quantizes one activation row (any length) to `ceil(len/256)` blocks.
     pub quantize_q8k: fn(&[f32], &mut [BlockQ8K]),
     /// Quantizes one activation row (any length) to `ceil(len/32)` blocks
@@ -69,8 +84,9 @@ pub fn best_kernels() -> &'static KernelTable {
 
 /// The table every public entry point uses: [`best_kernels`], or the scalar
 /// one when the environment variable `KOMPAKT_FORCE_SCALAR` is `1`/`true`.
-/// `KOMPAKT_NO_PANELS=1` drops the panel kernels (`gemm_*`), so `matmul`
-/// calls the per-row kernels for every `n`, mat-vec included (A/B comparisons).
+/// `KOMPAKT_NO_PANELS=1` drops the panel kernels (`gemm_*`) and the Q4KX4
+/// ones, so `matmul` calls the per-row kernels for every `n`, mat-vec
+/// included (A/B comparisons; Q4KX4 rows are turned back into Q4K).
 pub fn kernels() -> &'static KernelTable {
     static CHOSEN: OnceLock<&'static KernelTable> = OnceLock::new();
     static NO_PANELS: OnceLock<KernelTable> = OnceLock::new();
@@ -92,6 +108,8 @@ pub fn kernels() -> &'static KernelTable {
                 gemm_q3k: None,
                 gemm_q2k: None,
                 gemm_iq2: None,
+                gemv_q4k_x4: None,
+                gemm_q4k_x4: None,
                 ..*t
             })
         } else {

@@ -168,7 +168,58 @@ proptest! {
             let bad = matmul_mismatch(&pool, dt, &w, rows, cols, &x, n);
             prop_assert!(bad.is_none(), "{} {}x{} n={} {}", dt, rows, cols, n, bad.unwrap_or_default());
         }
+        // Q4KX4 needs whole groups of four rows.
+        let r4 = rows - rows % 4;
+        if r4 > 0 {
+            let bad = matmul_mismatch(&pool, DType::Q4KX4, &w[..r4 * cols], r4, cols, &x, n);
+            prop_assert!(bad.is_none(), "q4_k_x4 {}x{} n={} {}", r4, cols, n, bad.unwrap_or_default());
+        }
     }
+}
+
+/// Q4KX4 holds the same blocks as Q4K, so every product matches Q4K's up to
+/// float summation order, on both tables: several panels (the last short)
+/// and column chunks (the last narrow, padded columns), n = 1 (interleaved
+/// kernel) and n = 2, 9 (rows turned back into Q4K).
+#[test]
+fn q4k_x4_matches_q4k() {
+    let (rows, cols) = (136, 16 * 256 + 300);
+    let mut rng = Rng(11);
+    let w = weights(&mut rng, rows, cols, 1.0);
+    let q = quantize(DType::Q4K, &w, rows, cols, None).unwrap();
+    let q4 = quantize(DType::Q4KX4, &w, rows, cols, None).unwrap();
+    assert_eq!(q.len(), q4.len());
+    assert_ne!(q, q4, "the layouts differ");
+    let a = WeightRef::new(DType::Q4K, &q, rows, cols).unwrap();
+    let b = WeightRef::new(DType::Q4KX4, &q4, rows, cols).unwrap();
+    let (mut da, mut db) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
+    kompakt_kernels::dequantize(&a, &mut da);
+    kompakt_kernels::dequantize(&b, &mut db);
+    assert_eq!(da, db);
+    let mut one = vec![0f32; cols];
+    kompakt_kernels::dequantize_row(&b, 70, &mut one);
+    assert_eq!(one, da[70 * cols..71 * cols]);
+    for n in [1, 2, 9] {
+        let x = rng.gvec(n * cols);
+        for t in [scalar_kernels(), best_kernels()] {
+            let (mut ya, mut yb) = (vec![f32::NAN; n * rows], vec![f32::NAN; n * rows]);
+            matmul_with(t, &a, &x, n, &mut ya);
+            matmul_with(t, &b, &x, n, &mut yb);
+            for (i, (p, v)) in ya.iter().zip(&yb).enumerate() {
+                let tol = 1e-5 * mag(&w, cols, i % rows, 5.0);
+                assert!((p - v).abs() <= tol, "{} n={n} y[{i}]: {p} vs {v}", t.isa);
+            }
+        }
+    }
+}
+
+#[test]
+fn q4k_x4_needs_whole_groups_of_rows() {
+    let w = vec![0.5f32; 6 * 256];
+    let e = quantize(DType::Q4KX4, &w, 6, 256, None).unwrap_err();
+    assert!(e.to_string().contains("groups of 4"), "{e}");
+    let e = WeightRef::new(DType::Q4KX4, &vec![0u8; 6 * 144], 6, 256).unwrap_err();
+    assert!(e.to_string().contains("6 row"), "{e}");
 }
 
 /// Several activation panels and several weight panels (n above the panel

@@ -32,6 +32,8 @@ pub static TABLE: KernelTable = KernelTable {
     gemm_q3k: None,
     gemm_q2k: None,
     gemm_iq2: None,
+    gemv_q4k_x4: Some(gemv_q4k_x4::<false>),
+    gemm_q4k_x4: None,
 };
 
 pub static TABLE_DOTPROD: KernelTable = KernelTable {
@@ -41,6 +43,7 @@ pub static TABLE_DOTPROD: KernelTable = KernelTable {
     row_q3k: row_q3k::<true>,
     row_q2k: row_q2k::<true>,
     row_iq2: row_iq2::<true>,
+    gemv_q4k_x4: Some(gemv_q4k_x4::<true>),
     ..TABLE
 };
 
@@ -371,4 +374,172 @@ unsafe fn iq2_body<const DOT: bool>(row: &[u8], a: &[BlockQ8K]) -> f32 {
         sum += ab.d * f16_le(b.d) * (1.0 / 16.0) * isum as f32;
     }
     sum
+}
+
+/// `acc + a . b` over 16 signed bytes holding two rows of 8: lanes 0, 1 get
+/// bytes 0..8 and lanes 2, 3 bytes 8..16 (`sdot`'s grouping; the widening
+/// form pairs its products so the rows stay apart).
+#[inline(always)]
+unsafe fn idot_rows<const DOT: bool>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    // SAFETY: DOT is true only in functions compiled with dotprod, installed after detection.
+    unsafe {
+        if DOT {
+            sdot(acc, a, b)
+        } else {
+            // Products of 4-bit codes and i8 activations: pair sums fit i16.
+            let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+            let hi = vmull_high_s8(a, b);
+            vpadalq_s16(acc, vpaddq_s16(lo, hi))
+        }
+    }
+}
+
+/// `vqtbl2q` indices that gather sub-scale `j` of rows 0..4 of an
+/// [`crate::interleave::X4Block`] (bytes `j, 8 + j, 16 + j, 24 + j` of the
+/// decoded 32) into the low byte of four u32 lanes.
+const X4_SCALE_IDX: [[u8; 16]; 8] = x4_idx([0, 8, 16, 24]);
+/// The same for the mins (rows 0, 1, 2, 3 at `j, 16 + j, 8 + j, 24 + j`).
+const X4_MIN_IDX: [[u8; 16]; 8] = x4_idx([0, 16, 8, 24]);
+
+const fn x4_idx(at: [u8; 4]) -> [[u8; 16]; 8] {
+    let mut t = [[255u8; 16]; 8];
+    let mut j = 0;
+    while j < 8 {
+        let mut r = 0;
+        while r < 4 {
+            t[j][4 * r] = at[r] + j as u8;
+            r += 1;
+        }
+        j += 1;
+    }
+    t
+}
+
+/// Q4KX4 mat-vec (layout in [`crate::interleave`]; the AVX2 kernel's
+/// scheme with 128-bit vectors): rows `r0..r0 + out.len()`, whole panels.
+#[inline(always)]
+unsafe fn q4k_x4_body<const DOT: bool>(
+    w: &[u8],
+    rows: usize,
+    nb: usize,
+    r0: usize,
+    x: &[BlockQ8K],
+    out: &mut [f32],
+) {
+    let bs32 = |b: &BlockQ8K| -> [i32; 8] {
+        core::array::from_fn(|j| b.bsums[2 * j] as i32 + b.bsums[2 * j + 1] as i32)
+    };
+    crate::interleave::gemv_spans(w, rows, nb, r0, x, out, bs32, |span, xs, bs| {
+        // SAFETY: as for this function.
+        unsafe { q4k_x4_span::<DOT>(span, xs, bs) }
+    });
+}
+
+#[inline(always)]
+unsafe fn q4k_x4_span<const DOT: bool>(
+    span: &[crate::interleave::X4Block],
+    x: &[BlockQ8K],
+    bs32: &[[i32; 8]],
+) -> [f32; 4] {
+    // SAFETY: every load is within `b` (576 bytes), `xb.qs` (256) or the
+    // 16-byte index tables; DOT as for `idot_rows`.
+    unsafe {
+        let m4 = vdupq_n_u8(15);
+        let m3 = vdupq_n_u8(3);
+        let mut acc = vdupq_n_f32(0.0);
+        for ((b, xb), bs) in span.iter().zip(x).zip(bs32) {
+            let n0 = vld1q_u8(b.nib.as_ptr());
+            let n1 = vld1q_u8(b.nib.as_ptr().add(16));
+            let h = vld1q_u8(b.hi.as_ptr());
+            let sc = uint8x16x2_t(
+                vorrq_u8(vandq_u8(n0, m4), vshlq_n_u8::<4>(vandq_u8(h, m3))),
+                vorrq_u8(
+                    vandq_u8(n1, m4),
+                    vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(h), m3)),
+                ),
+            );
+            let mn = uint8x16x2_t(
+                vorrq_u8(
+                    vshrq_n_u8::<4>(n0),
+                    vshlq_n_u8::<4>(vandq_u8(vshrq_n_u8::<4>(h), m3)),
+                ),
+                vorrq_u8(vshrq_n_u8::<4>(n1), vshlq_n_u8::<4>(vshrq_n_u8::<6>(h))),
+            );
+            let mut mins = vdupq_n_s32(0);
+            for j in 0..8 {
+                let m = vqtbl2q_u8(mn, vld1q_u8(X4_MIN_IDX[j].as_ptr()));
+                mins = vmlaq_n_s32(mins, vreinterpretq_s32_u8(m), bs[j]);
+            }
+            let mut acci = vdupq_n_s32(0);
+            let xq = xb.qs.as_ptr();
+            for g in 0..4 {
+                let z = vdupq_n_s32(0);
+                let (mut lo01, mut lo23, mut hi01, mut hi23) = (z, z, z, z);
+                for k in 0..4 {
+                    let q = b.qs.as_ptr().add(32 * (4 * g + k));
+                    let (q01, q23) = (vld1q_u8(q), vld1q_u8(q.add(16)));
+                    let xl = vld1_s8(xq.add(64 * g + 8 * k));
+                    let xh = vld1_s8(xq.add(64 * g + 32 + 8 * k));
+                    let (xl, xh) = (vcombine_s8(xl, xl), vcombine_s8(xh, xh));
+                    let s8 = vreinterpretq_s8_u8;
+                    lo01 = idot_rows::<DOT>(lo01, s8(vandq_u8(q01, m4)), xl);
+                    lo23 = idot_rows::<DOT>(lo23, s8(vandq_u8(q23, m4)), xl);
+                    hi01 = idot_rows::<DOT>(hi01, s8(vshrq_n_u8::<4>(q01)), xh);
+                    hi23 = idot_rows::<DOT>(hi23, s8(vshrq_n_u8::<4>(q23)), xh);
+                }
+                let sl = vqtbl2q_u8(sc, vld1q_u8(X4_SCALE_IDX[2 * g].as_ptr()));
+                let sh = vqtbl2q_u8(sc, vld1q_u8(X4_SCALE_IDX[2 * g + 1].as_ptr()));
+                acci = vmlaq_s32(acci, vpaddq_s32(lo01, lo23), vreinterpretq_s32_u8(sl));
+                acci = vmlaq_s32(acci, vpaddq_s32(hi01, hi23), vreinterpretq_s32_u8(sh));
+            }
+            let d: [f32; 4] = core::array::from_fn(|r| f16_le(b.d[r]));
+            let dm: [f32; 4] = core::array::from_fn(|r| f16_le(b.dmin[r]));
+            let d = vmulq_n_f32(vld1q_f32(d.as_ptr()), xb.d);
+            let dm = vmulq_n_f32(vld1q_f32(dm.as_ptr()), xb.d);
+            acc = vfmaq_f32(acc, vcvtq_f32_s32(acci), d);
+            acc = vfmsq_f32(acc, vcvtq_f32_s32(mins), dm);
+        }
+        let mut o = [0f32; 4];
+        vst1q_f32(o.as_mut_ptr(), acc);
+        o
+    }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn q4k_x4_dot(w: &[u8], rows: usize, nb: usize, r0: usize, x: &[BlockQ8K], out: &mut [f32]) {
+    // SAFETY: compiled with dotprod.
+    unsafe { q4k_x4_body::<true>(w, rows, nb, r0, x, out) }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn q4k_x4_nodot(
+    w: &[u8],
+    rows: usize,
+    nb: usize,
+    r0: usize,
+    x: &[BlockQ8K],
+    out: &mut [f32],
+) {
+    // SAFETY: compiled with neon.
+    unsafe { q4k_x4_body::<false>(w, rows, nb, r0, x, out) }
+}
+
+/// Kernel-table entry for the Q4KX4 mat-vec.
+pub fn gemv_q4k_x4<const DOT: bool>(
+    w: &[u8],
+    rows: usize,
+    nb: usize,
+    r0: usize,
+    x: &[BlockQ8K],
+    out: &mut [f32],
+) {
+    // SAFETY: the dotprod table is installed only when neon and dotprod were
+    // detected, the plain one only when neon was.
+    unsafe {
+        if DOT {
+            q4k_x4_dot(w, rows, nb, r0, x, out)
+        } else {
+            q4k_x4_nodot(w, rows, nb, r0, x, out)
+        }
+    }
 }

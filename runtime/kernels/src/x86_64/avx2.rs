@@ -28,6 +28,8 @@ pub static TABLE: KernelTable = KernelTable {
     gemm_q3k: Some(gemm_q3k),
     gemm_q2k: Some(gemm_q2k),
     gemm_iq2: Some(gemm_iq2),
+    gemv_q4k_x4: Some(gemv_q4k_x4),
+    gemm_q4k_x4: Some(gemm_q4k_x4),
     quantize_q8k,
     quantize_q8a32,
 };
@@ -740,6 +742,147 @@ fn gemm_packed<B: bytemuck::Pod>(
         return;
     }
     let (_, nb) = panel_shape(w, nw, size_of::<B>(), a.len(), out);
+    let blocks: &[B] = cast_slice(w);
+    gemm_unpacked(nw, nb, a, out, |buf| {
+        for (b, p) in blocks.iter().zip(buf.iter_mut()) {
+            // SAFETY: this table is installed only when avx2/fma/f16c were detected.
+            unsafe { pack(b, p) };
+        }
+    })
+}
+
+/// Q4KX4 mat-mat: rows `r0..r0 + nw` unpacked four at a time by
+/// [`pack_q4k_x4`], then the panel kernel of [`gemm_packed`].
+pub fn gemm_q4k_x4(
+    w: &[u8],
+    rows: usize,
+    nb: usize,
+    r0: usize,
+    nw: usize,
+    a: &[&[BlockQ8K]],
+    out: &mut [f32],
+) {
+    use crate::interleave::{block_index, X4Block, GROUP_ROWS};
+    let blocks: &[X4Block] = cast_slice(w);
+    assert!(
+        blocks.len() == rows * nb / GROUP_ROWS
+            && r0.is_multiple_of(GROUP_ROWS)
+            && nw.is_multiple_of(GROUP_ROWS)
+            && r0 + nw <= rows
+            && out.len() >= nw * a.len(),
+        "Q4KX4 mat-mat: rows {r0}..+{nw} of {rows}, {} blocks for {nb} per row",
+        blocks.len()
+    );
+    if a.is_empty() || nw == 0 {
+        return;
+    }
+    gemm_unpacked(nw, nb, a, out, |buf| {
+        for gl in 0..nw / GROUP_ROWS {
+            for k in 0..nb {
+                let b = &blocks[block_index(rows, nb, r0 / GROUP_ROWS + gl, k)];
+                let base = GROUP_ROWS * gl * nb + k;
+                let four = buf
+                    .get_disjoint_mut(core::array::from_fn(|r| base + r * nb))
+                    .expect("four rows of the panel buffer");
+                // SAFETY: this table is installed only when avx2/fma/f16c were detected.
+                unsafe { pack_q4k_x4(b, four) };
+            }
+        }
+    })
+}
+
+/// The four rows of an interleaved block unpacked like [`pack_q4k`]: the
+/// 8-byte pieces of the rows are transposed back with 64-bit unpacks, the
+/// scales and mins decoded as in [`q4k_x4_span`].
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pack_q4k_x4(b: &crate::interleave::X4Block, mut p: [&mut PackedK; 4]) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    for g in 0..4 {
+        // Chunks 4g..4g+4, each [r0 | r1 | r2 | r3] x 8 bytes.
+        // SAFETY: qs has 512 bytes, 32 (4g + 3) + 32 <= 512.
+        let c: [__m256i; 4] = core::array::from_fn(|k| unsafe {
+            _mm256_loadu_si256(b.qs.as_ptr().add(32 * (4 * g + k)) as *const __m256i)
+        });
+        // Row r's 32 bytes: its 8-byte piece of chunks 0, 1, 2, 3.
+        let t0 = _mm256_unpacklo_epi64(c[0], c[1]); // r0 c0 c1 | r2 c0 c1
+        let t1 = _mm256_unpackhi_epi64(c[0], c[1]); // r1 c0 c1 | r3 c0 c1
+        let t2 = _mm256_unpacklo_epi64(c[2], c[3]); // r0 c2 c3 | r2 c2 c3
+        let t3 = _mm256_unpackhi_epi64(c[2], c[3]); // r1 c2 c3 | r3 c2 c3
+        let rows = [
+            _mm256_permute2x128_si256(t0, t2, 0x20),
+            _mm256_permute2x128_si256(t1, t3, 0x20),
+            _mm256_permute2x128_si256(t0, t2, 0x31),
+            _mm256_permute2x128_si256(t1, t3, 0x31),
+        ];
+        for (pr, q) in p.iter_mut().zip(rows) {
+            pr.q[2 * g] = _mm256_and_si256(q, m4);
+            pr.q[2 * g + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        }
+    }
+    let (sc, mn) = x4_scales(b);
+    let mut sc8 = [0u64; 4];
+    let mut mn8 = [0u64; 4];
+    // SAFETY: two 32-byte stores into 32-byte arrays.
+    unsafe {
+        _mm256_storeu_si256(sc8.as_mut_ptr() as *mut __m256i, sc);
+        _mm256_storeu_si256(mn8.as_mut_ptr() as *mut __m256i, mn);
+    }
+    // Scales: qword r = row r. Mins: qwords = rows 0, 2, 1, 3.
+    let mrow = [mn8[0], mn8[2], mn8[1], mn8[3]];
+    for (r, pr) in p.iter_mut().enumerate() {
+        pr.s = per32_scales(sc8[r]);
+        pr.m = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(
+            _mm_cvtsi64_si128(mrow[r] as i64),
+            _mm_cvtsi64_si128(mrow[r] as i64),
+        ));
+        (pr.d, pr.dmin) = f16x2(&[b.d[r][0], b.d[r][1], b.dmin[r][0], b.dmin[r][1]]);
+    }
+}
+
+/// The 6-bit sub-scales and mins of an X4 block's four rows as bytes:
+/// scales with lane 0 = rows 0, 1 and lane 1 = rows 2, 3 (8 bytes each),
+/// mins with lane 0 = rows 0, 2 and lane 1 = rows 1, 3 (the layout of
+/// `nib`: `crate::interleave::scale_slot` / `min_slot`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn x4_scales(b: &crate::interleave::X4Block) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    // SAFETY: nib is 32 bytes, hi 16.
+    let (nib, hi) = unsafe {
+        (
+            _mm256_loadu_si256(b.nib.as_ptr() as *const __m256i),
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(b.hi.as_ptr() as *const __m128i)),
+        )
+    };
+    // The high 2 bits of the scales of lane 0 / lane 1 sit at bits 0-1 / 2-3
+    // of `hi`, those of the mins at bits 4-5 / 6-7: shift them to bits 4-5.
+    let sc = _mm256_or_si256(
+        _mm256_and_si256(nib, m4),
+        _mm256_and_si256(
+            _mm256_sllv_epi32(hi, _mm256_setr_epi32(4, 4, 4, 4, 2, 2, 2, 2)),
+            m30,
+        ),
+    );
+    let mn = _mm256_or_si256(
+        _mm256_and_si256(_mm256_srli_epi16(nib, 4), m4),
+        _mm256_and_si256(
+            _mm256_srlv_epi32(hi, _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2)),
+            m30,
+        ),
+    );
+    (sc, mn)
+}
+
+/// Fills the per-thread panel buffer (`nw * nb` unpacked blocks, row-major)
+/// with `fill`, then runs the register-blocked micro-tiles over it.
+fn gemm_unpacked(
+    nw: usize,
+    nb: usize,
+    a: &[&[BlockQ8K]],
+    out: &mut [f32],
+    fill: impl FnOnce(&mut [PackedK]),
+) {
     for ar in a {
         assert!(
             ar.len() >= nb,
@@ -747,18 +890,14 @@ fn gemm_packed<B: bytemuck::Pod>(
             ar.len()
         );
     }
-    let blocks: &[B] = cast_slice(w);
     let na = a.len();
     PANEL.with(|cell| {
         let mut buf = cell.borrow_mut();
-        if buf.len() < blocks.len() {
-            buf.resize(blocks.len(), PackedK::ZERO);
+        if buf.len() < nw * nb {
+            buf.resize(nw * nb, PackedK::ZERO);
         }
-        for (b, p) in blocks.iter().zip(buf.iter_mut()) {
-            // SAFETY: this table is installed only when avx2/fma/f16c were detected.
-            unsafe { pack(b, p) };
-        }
-        let packed = &buf[..blocks.len()];
+        fill(&mut buf[..nw * nb]);
+        let packed = &buf[..nw * nb];
         tiles::<2, 4>(nw, na, |i0, rm, j0, rn| {
             let wp = |i: usize| packed[(i0 + i.min(rm - 1)) * nb..].as_ptr();
             let ap = |j: usize| a[j0 + j.min(rn - 1)].as_ptr();
@@ -1445,4 +1584,133 @@ fn hsum_max(v: __m256) -> f32 {
     let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_max_ss(s, _mm_movehdup_ps(s));
     _mm_cvtss_f32(s)
+}
+
+/// Q4KX4 mat-vec ([`crate::interleave`]): rows `r0..r0 + out.len()` of a
+/// `rows`-row matrix of `nb` blocks per row; `r0` starts a panel and the
+/// range ends at a panel boundary or at `rows`. Per panel, chunk by chunk,
+/// each group of four rows goes through [`q4k_x4_span`].
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn gemv_q4k_x4_impl(
+    w: &[u8],
+    rows: usize,
+    nb: usize,
+    r0: usize,
+    x: &[BlockQ8K],
+    out: &mut [f32],
+) {
+    // `pshufb` controls: sub-scale j of each row into its quarter as i16.
+    // Opaque to LLVM, which otherwise rewrites the shuffles (see gemv_q4k).
+    let ctrl: [__m256i; 8] = std::hint::black_box(core::array::from_fn(|j| {
+        let (a, b, z) = (j as i8, 8 + j as i8, -128i8);
+        _mm256_setr_epi8(
+            a, z, a, z, a, z, a, z, b, z, b, z, b, z, b, z, a, z, a, z, a, z, a, z, b, z, b, z, b,
+            z, b, z,
+        )
+    }));
+    crate::interleave::gemv_spans(
+        w,
+        rows,
+        nb,
+        r0,
+        x,
+        out,
+        // Sums over each 32-value sub-block, twice (one per 128-bit lane).
+        |b| -> [i16; 16] {
+            core::array::from_fn(|i| b.bsums[2 * (i % 8)] + b.bsums[2 * (i % 8) + 1])
+        },
+        |span, xs, bs| q4k_x4_span(span, xs, bs, &ctrl),
+    );
+}
+
+/// Kernel-table entry for [`gemv_q4k_x4_impl`].
+pub fn gemv_q4k_x4(w: &[u8], rows: usize, nb: usize, r0: usize, x: &[BlockQ8K], out: &mut [f32]) {
+    // SAFETY: this table is installed only when avx2, fma and f16c are detected.
+    unsafe { gemv_q4k_x4_impl(w, rows, nb, r0, x, out) }
+}
+
+/// Four interleaved rows over consecutive blocks. Per block: the 8 sub-scales
+/// and 8 mins of all four rows from one 32-byte and one 16-byte load (a few
+/// vector ops, no scalar unpack); per 8 weight bytes of each row, `maddubs`
+/// against the 8 activations broadcast to all four row quarters; one
+/// `madd` per sub-block applies the four rows' scales at once. The float
+/// update is one FMA per four rows, lanes `2r, 2r + 1` holding row `r`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4k_x4_span(
+    span: &[crate::interleave::X4Block],
+    x: &[BlockQ8K],
+    bsv: &[[i16; 16]],
+    ctrl: &[__m256i; 8],
+) -> [f32; 4] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let idx_d = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+    let idx_m = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
+    let mut acc = _mm256_setzero_ps();
+    let mut accm = _mm256_setzero_ps();
+    for ((b, xb), bs) in span.iter().zip(x).zip(bsv) {
+        // SAFETY: every load below is in bounds of `b` (576 bytes), `xb`
+        // (qs: 256 bytes) or `bs` (32 bytes).
+        unsafe {
+            let (sc, mn) = x4_scales(b);
+            let bsum = _mm256_loadu_si256(bs.as_ptr() as *const __m256i);
+            let m02 = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(mn)), bsum);
+            let m13 =
+                _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(mn, 1)), bsum);
+            // [r0 r0 r1 r1 | r2 r2 r3 r3], the layout of `acci`.
+            let mins = _mm256_hadd_epi32(m02, m13);
+            let mut acci = _mm256_setzero_si256();
+            let xq = xb.qs.as_ptr();
+            for g in 0..4 {
+                let mut plo = _mm256_setzero_si256();
+                let mut phi = _mm256_setzero_si256();
+                for k in 0..4 {
+                    // 8 bytes of each row: low nibbles = sub-block 2g,
+                    // high = 2g + 1 (at most 4 x 2 x 15 x 127 per i16).
+                    let c = 4 * g + k;
+                    let wv = _mm256_loadu_si256(b.qs.as_ptr().add(32 * c) as *const __m256i);
+                    let lo = _mm256_and_si256(wv, m4);
+                    let hn = _mm256_and_si256(_mm256_srli_epi16(wv, 4), m4);
+                    let xl =
+                        _mm256_set1_epi64x((xq.add(64 * g + 8 * k) as *const i64).read_unaligned());
+                    let xh = _mm256_set1_epi64x(
+                        (xq.add(64 * g + 32 + 8 * k) as *const i64).read_unaligned(),
+                    );
+                    plo = _mm256_add_epi16(plo, _mm256_maddubs_epi16(lo, xl));
+                    phi = _mm256_add_epi16(phi, _mm256_maddubs_epi16(hn, xh));
+                }
+                acci = _mm256_add_epi32(
+                    acci,
+                    _mm256_add_epi32(
+                        _mm256_madd_epi16(plo, _mm256_shuffle_epi8(sc, ctrl[2 * g])),
+                        _mm256_madd_epi16(phi, _mm256_shuffle_epi8(sc, ctrl[2 * g + 1])),
+                    ),
+                );
+            }
+            // [d0..d3, dmin0..dmin3] * d_x
+            let dd = _mm256_mul_ps(
+                _mm256_cvtph_ps(_mm_loadu_si128(b.d.as_ptr() as *const __m128i)),
+                _mm256_set1_ps(xb.d),
+            );
+            acc = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(acci),
+                _mm256_permutevar8x32_ps(dd, idx_d),
+                acc,
+            );
+            accm = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(mins),
+                _mm256_permutevar8x32_ps(dd, idx_m),
+                accm,
+            );
+        }
+    }
+    // Pairwise sums: [r0, r1, r0, r1 | r2, r3, r2, r3].
+    let h = _mm256_hadd_ps(_mm256_sub_ps(acc, accm), _mm256_setzero_ps());
+    let (lo, hi) = (_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    [
+        _mm_cvtss_f32(lo),
+        _mm_cvtss_f32(_mm_movehdup_ps(lo)),
+        _mm_cvtss_f32(hi),
+        _mm_cvtss_f32(_mm_movehdup_ps(hi)),
+    ]
 }
