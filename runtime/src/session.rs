@@ -438,24 +438,24 @@ impl Session {
         let mut step = |cache: &mut KvCache, row: u32| decode_step(&m, pool, cache, row);
         let max = opts.max_new_tokens as f32;
         let rows = if opts.beams == 1 {
-            let mut streamed = String::new();
-            let mut so_far: Vec<u32> = Vec::new();
+            let mut stream = TextStream::default();
             let mut on_token = |row: u32| -> bool {
-                so_far.push(m.id_of(row));
-                if !observer.on_progress(Stage::Decode, so_far.len() as f32 / max) {
+                let piece = stream.push(m.id_of(row), |ids| m.decode(ids));
+                if !observer.on_progress(Stage::Decode, stream.len() as f32 / max) {
                     return false;
                 }
-                stream_text(&m, &so_far, &mut streamed, observer)
+                piece.is_none_or(|p| observer.on_text(&p))
             };
             search::greedy(logits, cache, &params, &mut step, &mut on_token)?
         } else {
             let mut on_step = |t: usize| observer.on_progress(Stage::Decode, t as f32 / max);
             let rows = search::beam(logits, cache.prefix(), &params, &mut step, &mut on_step)?;
-            let ids: Vec<u32> = rows.iter().map(|&r| m.id_of(r)).collect();
-            let mut streamed = String::new();
-            for i in 1..=ids.len() {
-                if !stream_text(&m, &ids[..i], &mut streamed, observer) {
-                    return Err(RuntimeError::Aborted);
+            let mut stream = TextStream::default();
+            for &r in &rows {
+                if let Some(p) = stream.push(m.id_of(r), |ids| m.decode(ids)) {
+                    if !observer.on_text(&p) {
+                        return Err(RuntimeError::Aborted);
+                    }
                 }
             }
             rows
@@ -489,18 +489,122 @@ fn decode_step(
     })
 }
 
-/// Sends the text that `ids` add beyond what was already streamed, holding
-/// back an incomplete UTF-8 sequence. Returns the observer's verdict.
-fn stream_text(m: &Model, ids: &[u32], streamed: &mut String, observer: &mut dyn Observer) -> bool {
-    let Ok(text) = m.decode(ids) else { return true };
-    if text.ends_with('\u{FFFD}') || !text.starts_with(streamed.as_str()) {
-        return true;
+/// Incremental detokenizer: the text that each new token id adds, from
+/// decoding only the last few ids rather than the whole output again.
+///
+/// It keeps two offsets into the ids (the scheme of text-generation-
+/// inference's `decode_token`): `read`, where the text already sent ends, and
+/// `prefix`, a few ids before it that give the decoder its context (a
+/// byte-level BPE token may be half of a character; a SentencePiece one may
+/// drop its leading space at the start of a decode). A new piece is the
+/// decode of `ids[prefix..]` beyond that of `ids[prefix..read]`; it is held
+/// back while it ends in an incomplete UTF-8 sequence (U+FFFD), so the pieces
+/// always concatenate to whole characters. Each step decodes at most the ids
+/// since the last piece sent, so streaming costs time linear in the output.
+#[derive(Default)]
+struct TextStream {
+    ids: Vec<u32>,
+    prefix: usize,
+    read: usize,
+}
+
+impl TextStream {
+    /// Ids pushed so far.
+    fn len(&self) -> usize {
+        self.ids.len()
     }
-    let piece = &text[streamed.len()..];
-    if piece.is_empty() {
-        return true;
+
+    /// Appends `id` and returns the text it completes, if any. A decode
+    /// error holds the text back, as an incomplete character does.
+    fn push(&mut self, id: u32, decode: impl Fn(&[u32]) -> Result<String>) -> Option<String> {
+        self.ids.push(id);
+        let before = decode(&self.ids[self.prefix..self.read]).ok()?;
+        let after = decode(&self.ids[self.prefix..]).ok()?;
+        if after.len() <= before.len()
+            || after.ends_with('\u{FFFD}')
+            || !after.starts_with(before.as_str())
+        {
+            return None;
+        }
+        self.prefix = self.read;
+        self.read = self.ids.len();
+        Some(after[before.len()..].to_string())
     }
-    let keep_going = observer.on_text(piece);
-    *streamed = text;
-    keep_going
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TextStream;
+    use crate::error::{Result, RuntimeError};
+
+    fn tokenizer() -> tokenizers::Tokenizer {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/tokenizer/tokenizer.json"
+        );
+        tokenizers::Tokenizer::from_file(path).expect("tokenizer fixture")
+    }
+
+    /// Streams `ids` and returns the pieces and the number of ids decoded
+    /// in all (the work).
+    fn stream(tok: &tokenizers::Tokenizer, ids: &[u32]) -> (Vec<String>, usize) {
+        let work = std::cell::Cell::new(0);
+        let decode = |ids: &[u32]| -> Result<String> {
+            work.set(work.get() + ids.len());
+            tok.decode(ids, true)
+                .map_err(|e| RuntimeError::Tokenizer(e.to_string()))
+        };
+        let mut s = TextStream::default();
+        let pieces = ids.iter().filter_map(|&id| s.push(id, decode)).collect();
+        (pieces, work.get())
+    }
+
+    #[test]
+    fn pieces_are_whole_characters_and_concatenate_to_the_decode() {
+        let tok = tokenizer();
+        // Multi-byte characters span several byte-level tokens here.
+        let text = "Guten Tag, schöne Grüße! 你好，世界。 Straße 😀 done.";
+        let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+        assert!(ids.len() > 20, "{} ids", ids.len());
+        let whole = tok.decode(&ids, true).unwrap();
+        assert!(whole.contains("你好") && whole.contains('😀'), "{whole:?}");
+        let (pieces, _) = stream(&tok, &ids);
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+        assert!(pieces.len() > 5, "{pieces:?}");
+        assert_eq!(pieces.concat(), whole);
+    }
+
+    #[test]
+    fn special_tokens_add_no_text() {
+        let tok = tokenizer();
+        let mut ids = tok.encode("hello there", false).unwrap().get_ids().to_vec();
+        let special = tok
+            .get_added_tokens_decoder()
+            .into_iter()
+            .find(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .expect("a special token in the fixture");
+        ids.insert(1, special);
+        ids.push(special);
+        let (pieces, _) = stream(&tok, &ids);
+        assert_eq!(pieces.concat(), tok.decode(&ids, true).unwrap());
+    }
+
+    #[test]
+    fn streaming_work_is_linear_in_the_output() {
+        let tok = tokenizer();
+        let ids = tok
+            .encode(
+                "the quick brown fox jumps over the lazy dog ".repeat(40),
+                false,
+            )
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        let n = ids.len();
+        let (pieces, work) = stream(&tok, &ids);
+        assert_eq!(pieces.concat(), tok.decode(&ids, true).unwrap());
+        // Re-decoding everything each step would cost n(n+1)/2 ids.
+        assert!(work <= 8 * n, "{work} ids decoded for {n} tokens");
+    }
 }
