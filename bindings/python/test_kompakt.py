@@ -174,6 +174,18 @@ def test_model_from_bytes_and_session_outlives_model():
     s.close()
 
 
+def test_huge_pages_model_translates_like_the_mapping():
+    if not sys.platform.startswith("linux"):
+        return
+    text, ids = cli()
+    m = kompakt.Model(model_path(), huge_pages=True)
+    s = kompakt.Session(m)
+    assert flat(s.translate(WAV, max_tokens=MAX_TOKENS)) == text
+    assert s.last_token_ids == ids
+    s.close()
+    m.close()
+
+
 def test_threads_share_a_model():
     text, _ = cli()
     results = []

@@ -180,17 +180,51 @@ pub unsafe extern "C" fn kpk_model_load(
     params: *const kpk_model_params,
     model_out: *mut *mut kpk_model,
 ) -> kpk_status {
+    // SAFETY: the caller's contract, as documented above.
+    unsafe { load_path(path, params, model_out, |p| KpkFile::open(p)) }
+}
+
+/// The body of the path loaders: `open` turns the path into a file.
+///
+/// # Safety
+/// As for `kpk_model_load()`.
+unsafe fn load_path(
+    path: *const c_char,
+    params: *const kpk_model_params,
+    model_out: *mut *mut kpk_model,
+    open: impl FnOnce(&std::path::Path) -> kompakt_format::Result<KpkFile>,
+) -> kpk_status {
     guard(|| {
-        // SAFETY: pointer contracts as documented above.
+        // SAFETY: pointer contracts of `kpk_model_load()`.
         unsafe { clear_out(model_out, "model_out")? };
         let params = unsafe { model_params(params)? };
         let path = unsafe { path_from_c(path)? };
-        let file = KpkFile::open(&path)?;
-        let model = kpk_model::new(file, &params)?;
+        let model = kpk_model::new(open(&path)?, &params)?;
         // SAFETY: checked non-NULL by clear_out.
         unsafe { model_out.write(Box::into_raw(Box::new(model))) };
         Ok(())
     })
+}
+
+/// Reads the `.kpk` file at `path` into private memory backed by 2 MiB
+/// transparent huge pages (Linux; elsewhere it fails with
+/// `KPK_STATUS_IO`) instead of mapping it. Otherwise like
+/// `kpk_model_load()`, and the file may change afterwards. Decoding reads
+/// every weight once per token; with huge pages it needs far fewer TLB
+/// misses (6-22 % faster decoding at 1 thread on a 2-vCPU EPYC VM), at the
+/// cost of reading the whole file up front and holding it in anonymous
+/// memory (not shared between processes).
+///
+/// # Safety
+/// As for `kpk_model_load()`.
+#[no_mangle]
+pub unsafe extern "C" fn kpk_model_load_huge_pages(
+    path: *const c_char,
+    params: *const kpk_model_params,
+    model_out: *mut *mut kpk_model,
+) -> kpk_status {
+    // SAFETY: the caller's contract, as documented above.
+    unsafe { load_path(path, params, model_out, |p| KpkFile::open_in_huge_pages(p)) }
 }
 
 /// Loads a model from `len` bytes at `data` (copied: the buffer may be

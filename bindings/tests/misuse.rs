@@ -8,7 +8,7 @@ use std::ptr;
 use kompakt::kpk_kv_type;
 use kompakt::model::{
     kpk_model, kpk_model_default_params, kpk_model_free, kpk_model_get_info, kpk_model_info,
-    kpk_model_load, kpk_model_load_from_memory, kpk_model_params,
+    kpk_model_load, kpk_model_load_from_memory, kpk_model_load_huge_pages, kpk_model_params,
 };
 use kompakt::session::{
     kpk_result, kpk_session, kpk_session_default_params, kpk_session_free, kpk_session_last_result,
@@ -155,6 +155,20 @@ fn null_arguments() {
             "`path` is NULL",
         );
         assert!(m.is_null(), "model_out not cleared on failure");
+        expect(
+            kpk_model_load_huge_pages(ptr::null(), ptr::null(), &mut m),
+            S::InvalidArgument,
+            "`path` is NULL",
+        );
+        expect(
+            kpk_model_load_huge_pages(
+                cpath(common::model_path()).as_ptr(),
+                ptr::null(),
+                ptr::null_mut(),
+            ),
+            S::InvalidArgument,
+            "`model_out` is NULL",
+        );
         expect(
             kpk_model_load(
                 cpath(common::model_path()).as_ptr(),
@@ -313,6 +327,20 @@ fn load_bytes(name: &str, bytes: &[u8], verify: bool) -> (kpk_status, String, kp
     let err = last_error();
     // SAFETY: m is NULL or a live model.
     unsafe { kpk_model_free(m) };
+    // The huge-page copy fails (or not) exactly as the mapping does.
+    #[cfg(target_os = "linux")]
+    {
+        let mut m = ptr::null_mut();
+        // SAFETY: valid arguments.
+        let st_huge = unsafe { kpk_model_load_huge_pages(cpath(&path).as_ptr(), &p, &mut m) };
+        assert_eq!(st_huge, st, "{name}: {}", last_error());
+        if st != S::Ok {
+            assert!(m.is_null());
+            assert_eq!(last_error(), err, "{name}");
+        }
+        // SAFETY: m is NULL or a live model.
+        unsafe { kpk_model_free(m) };
+    }
     let mut m = ptr::null_mut();
     // SAFETY: valid arguments.
     let st_mem = unsafe { kpk_model_load_from_memory(bytes.as_ptr(), bytes.len(), &p, &mut m) };
@@ -620,6 +648,24 @@ fn streams_translates_and_matches_every_path() {
     let s2 = session(mem);
     assert_eq!(translate(s2, &params()).1.as_deref(), Some(text.as_str()));
     assert_eq!(token_ids(s2), ids);
+
+    // The huge-page copy (Linux) translates as the mapping does.
+    #[cfg(target_os = "linux")]
+    {
+        let mut huge = ptr::null_mut();
+        let path = cpath(common::model_path());
+        // SAFETY: valid arguments.
+        let st = unsafe { kpk_model_load_huge_pages(path.as_ptr(), ptr::null(), &mut huge) };
+        assert_eq!(st, S::Ok, "{}", last_error());
+        let s3 = session(huge);
+        assert_eq!(translate(s3, &params()).1.as_deref(), Some(text.as_str()));
+        assert_eq!(token_ids(s3), ids);
+        // SAFETY: freed once.
+        unsafe {
+            kpk_session_free(s3);
+            kpk_model_free(huge);
+        }
+    }
     // SAFETY: freed once.
     unsafe {
         kpk_session_free(s2);

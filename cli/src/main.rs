@@ -70,3 +70,18 @@ fn one_line(err: &anyhow::Error) -> String {
     }
     out.replace('\n', " ")
 }
+
+/// Loads a model: memory-mapped, or with `huge_pages` read into memory
+/// backed by transparent huge pages (`--huge-pages`).
+pub(crate) fn load_model(
+    path: &std::path::Path,
+    huge_pages: bool,
+) -> anyhow::Result<kompakt_runtime::Model> {
+    use anyhow::Context;
+    let m = if huge_pages {
+        kompakt_runtime::Model::load_in_huge_pages(path)
+    } else {
+        kompakt_runtime::Model::load(path)
+    };
+    m.with_context(|| format!("loading {}", path.display()))
+}

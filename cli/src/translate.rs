@@ -21,7 +21,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kompakt_audio::vad::{self, VadConfig};
 use kompakt_audio::TARGET_SAMPLE_RATE;
-use kompakt_runtime::{Model, Observer, Session, Timings, TranslateOptions};
+use kompakt_runtime::{Observer, Session, Timings, TranslateOptions};
 
 mod segments;
 
@@ -47,6 +47,12 @@ pub struct TranslateArgs {
     /// Worker threads (0 = one per core)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Read the model into memory backed by 2 MiB transparent huge pages
+    /// (Linux) instead of memory-mapping it: faster decoding (6-22 % at 1
+    /// thread on a 2-vCPU EPYC VM), a slower cold load (the whole file is
+    /// read up front) and private memory the size of the file
+    #[arg(long)]
+    pub huge_pages: bool,
     /// Storage of the KV cache: f16 (half the memory) or f32
     #[arg(long, value_enum, default_value_t = KvCacheArg::F16)]
     pub kv_cache: KvCacheArg,
@@ -505,9 +511,7 @@ fn run_jobs(
         return Ok(());
     }
     let t0 = Instant::now();
-    let model = Arc::new(
-        Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?,
-    );
+    let model = Arc::new(crate::load_model(&args.model, args.huge_pages)?);
     let load_s = t0.elapsed().as_secs_f64();
     if !model.config().templates.contains_key(&args.lang) {
         bail!(

@@ -85,6 +85,10 @@ fn json_report_covers_every_stage() {
         let frac = f(run, "bandwidth_fraction");
         let bw = f(&r["bandwidth"][0], "read_gb_s");
         assert!((frac - f(run, "decode_gb_s") / bw).abs() < 1e-9);
+        let frac = f(run, "model_bandwidth_fraction");
+        let bw = f(&r["bandwidth"][0], "model_read_gb_s");
+        assert!(bw > 0.0, "{r}");
+        assert!((frac - f(run, "decode_gb_s") / bw).abs() < 1e-9);
     }
     // 25 audio tokens per second of audio (Whisper frames pooled by 2).
     assert_eq!(runs[0]["audio_tokens"], 50);

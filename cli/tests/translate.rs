@@ -457,3 +457,31 @@ fn submission_name_and_description() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--lang fr"), "{}", stderr(&o));
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn huge_pages_translate_like_the_mapping() {
+    let wav = root().join("tests/fixtures/audio/short_16k_mono_s16.wav");
+    let mapped = ok(translate(&["--json", s(&wav)]));
+    let huge = ok(translate(&["--json", "--huge-pages", s(&wav)]));
+    // Same token ids and text; the JSON also carries timings, so compare those fields.
+    let field = |o: &Output, key: &str| -> String {
+        let v: serde_json::Value =
+            serde_json::from_slice(o.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+        v[key].to_string()
+    };
+    for key in ["text", "token_ids"] {
+        assert_eq!(field(&huge, key), field(&mapped, key), "{key}");
+    }
+    assert_ne!(field(&mapped, "token_ids"), "null");
+    // A missing model is named, as without the flag.
+    let o = kompakt(&[
+        "translate",
+        "--model",
+        "/nonexistent/m.kpk",
+        "--huge-pages",
+        s(&wav),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/m.kpk"), "{}", stderr(&o));
+}

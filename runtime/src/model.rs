@@ -30,6 +30,14 @@ impl Model {
         Model::from_file(KpkFile::open(path.as_ref())?)
     }
 
+    /// Reads a `.kpk` file into memory backed by transparent huge pages
+    /// (Linux): decode streams the weights faster, at the cost of reading
+    /// the whole file up front into private memory. See
+    /// [`KpkFile::open_in_huge_pages`] for measurements and trade-offs.
+    pub fn load_in_huge_pages(path: impl AsRef<Path>) -> Result<Model> {
+        Model::from_file(KpkFile::open_in_huge_pages(path.as_ref())?)
+    }
+
     /// Loads a model from bytes held in memory (copied once).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Model> {
         Model::from_file(KpkFile::from_bytes(bytes)?)

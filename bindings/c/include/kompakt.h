@@ -401,6 +401,23 @@ enum kpk_status kpk_model_load(const char *path,
                                struct kpk_model **model_out);
 
 /**
+ * Reads the `.kpk` file at `path` into private memory backed by 2 MiB
+ * transparent huge pages (Linux; elsewhere it fails with
+ * `KPK_STATUS_IO`) instead of mapping it. Otherwise like
+ * `kpk_model_load()`, and the file may change afterwards. Decoding reads
+ * every weight once per token; with huge pages it needs far fewer TLB
+ * misses (6-22 % faster decoding at 1 thread on a 2-vCPU EPYC VM), at the
+ * cost of reading the whole file up front and holding it in anonymous
+ * memory (not shared between processes).
+ *
+ * # Safety
+ * As for `kpk_model_load()`.
+ */
+enum kpk_status kpk_model_load_huge_pages(const char *path,
+                                          const struct kpk_model_params *params,
+                                          struct kpk_model **model_out);
+
+/**
  * Loads a model from `len` bytes at `data` (copied: the buffer may be
  * released as soon as the call returns). Otherwise like `kpk_model_load()`.
  *
