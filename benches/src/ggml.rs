@@ -10,7 +10,7 @@ use std::ffi::c_void;
 pub fn peers(dt: DType) -> Vec<(&'static str, sys::ggml_type)> {
     match dt {
         DType::Q8_0 => vec![("Q8_0", sys::GGML_TYPE_Q8_0)],
-        DType::Q4K => vec![("Q4_K", sys::GGML_TYPE_Q4_K)],
+        DType::Q4K | DType::Q4KX4 => vec![("Q4_K", sys::GGML_TYPE_Q4_K)],
         DType::Q3K => vec![("Q3_K", sys::GGML_TYPE_Q3_K)],
         DType::Q2K => vec![("Q2_K", sys::GGML_TYPE_Q2_K)],
         DType::IQ2 => vec![

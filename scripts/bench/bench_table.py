@@ -25,17 +25,18 @@ def render(reports):
         "report's run (bandwidth measured in the same process).",
         "",
         "| model | size MB | bin | params | threads | audio s | encoder s | prefill tok/s "
-        "| decode tok/s | tokens | RTF | decode GB/s | of read bw | peak RSS MB | mapped MB "
-        "| KV MB | activations MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| decode tok/s | tokens | RTF | decode GB/s | of read bw | of model pages' bw | peak RSS MB "
+        "| mapped MB | KV MB | activations MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in reports:
         mem = r["memory"]
         for run in r["runs"]:
             frac = run.get("bandwidth_fraction")
+            mfrac = run.get("model_bandwidth_fraction")
             out.append(
                 "| {} | {:.1f} | {} | {:,} | {} | {:g} | {:.2f} | {:.1f} | {:.2f} | {} | {:.2f} | {:.1f} "
-                "| {} | {:.0f} | {:.0f} | {:.1f} ({}) | {:.0f} |".format(
+                "| {} | {} | {:.0f} | {:.0f} | {:.1f} ({}) | {:.0f} |".format(
                     name,
                     mb(r["model"]["file_bytes"]),
                     r["model"]["bin"],
@@ -49,6 +50,7 @@ def render(reports):
                     run["rtf"],
                     run["decode_gb_s"],
                     "-" if frac is None else f"{100 * frac:.0f} %",
+                    "-" if mfrac is None else f"{100 * mfrac:.0f} %",
                     mb(mem["peak_rss_bytes"]),
                     mb(mem.get("model_resident_bytes") or mem["peak_mapped_bytes"]),
                     mb(mem["kv_cache_bytes"]),
@@ -57,7 +59,11 @@ def render(reports):
                 )
             )
     bw = "; ".join(
-        f"{name}: " + ", ".join(f"{b['threads']} thr {b['read_gb_s']:.1f} GB/s" for b in r["bandwidth"])
+        f"{name}: " + ", ".join(
+            f"{b['threads']} thr {b['read_gb_s']:.1f} GB/s"
+            + (f" (model pages {b['model_read_gb_s']:.1f})" if "model_read_gb_s" in b else "")
+            for b in r["bandwidth"]
+        )
         for name, r in reports
     )
     out += ["", f"Read bandwidth probe per run: {bw}."]

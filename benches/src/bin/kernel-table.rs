@@ -3,16 +3,22 @@
 //! nearest types side by side, measured in the same process), and mat-mat
 //! GFLOP/s. Full mode: the shapes that exceed the LLC plus 4096x4096 (fits in
 //! L3: a cache number, not a DRAM one). `--short` / `KOMPAKT_BENCH_SHORT=1`:
-//! two small shapes, Q4K and IQ2, < 1 minute.
+//! two small shapes, Q4K, Q4KX4 and IQ2, < 1 minute.
 //!
 //! Filters for focused runs: `KT_TYPES=q3_k,q2_k` (kompakt dtype names) and
 //! `KT_SHAPES=4096x4096,156032x4096` (rows x cols); `KT_NO_MATMAT=1` skips
 //! the mat-mat table, `KT_NO_MATVEC=1` the mat-vec one; `KT_NO_BW=1` skips the
 //! bandwidth probe; `KT_MM_N=64,256,512` sets the mat-mat activation rows,
 //! `KT_MM_REPS=10` its timed runs per cell, `KT_MM_THREADS=1` skips its 2t columns.
-//! `KT_PAIRED=7` adds a table of 1-thread mat-vec against a probe taken just
+//! `KT_PAIRED=7` adds a table of 1-thread mat-vec against probes taken just
 //! before it, that many rounds per cell (on a shared machine whose bandwidth
-//! drifts, the main table's ratio mixes two moments).
+//! drifts, the main table's ratio mixes two moments): one of a fresh buffer,
+//! one of the weight bytes themselves (on this VM, where a buffer sits in
+//! memory moves its read speed by a quarter).
+//! `KT_VS_GGML=7` (with `--features ggml`) adds a table of kompakt against
+//! ggml at 1 and 2 threads, that many rounds per cell of the two libraries
+//! back to back, alternating which goes first: the main table times them
+//! minutes apart, and this VM's 2-thread bandwidth moves by half in that time.
 //!
 //! Both libraries' timings include quantizing the activation row (kompakt to
 //! Q8K, or Q8A32 for Q8_0, inside `matmul`; ggml to its `vec_dot_type` with
@@ -41,9 +47,17 @@ fn main() {
         LARGE_SHAPES.iter().copied().chain([SHAPES[0]]).collect()
     };
     let types: Vec<DType> = if short {
-        vec![DType::Q4K, DType::IQ2]
+        vec![DType::Q4K, DType::Q4KX4, DType::IQ2]
     } else {
-        KTYPES.iter().copied().chain([DType::F16]).collect()
+        // Q4KX4 (Q4K rows interleaved by four) right after Q4K.
+        let mut t: Vec<DType> = KTYPES.to_vec();
+        let at = t
+            .iter()
+            .position(|&d| d == DType::Q4K)
+            .map_or(t.len(), |i| i + 1);
+        t.insert(at, DType::Q4KX4);
+        t.push(DType::F16);
+        t
     };
     let env_list = |k: &str| {
         std::env::var(k).ok().map(|v| {
@@ -76,6 +90,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut paired = Vec::new();
+    // `KT_VS_GGML=7`: rounds of kompakt and ggml back to back per thread count.
+    #[cfg_attr(not(feature = "ggml"), allow(unused_variables))]
+    let vs_rounds: usize = std::env::var("KT_VS_GGML")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    #[allow(unused_mut)]
+    let mut vs: Vec<VsGgml> = Vec::new();
     // `KT_NO_MATVEC=1`: only the mat-mat table.
     let no_matvec = std::env::var("KT_NO_MATVEC").is_ok_and(|v| v == "1");
     for &(name, rows, cols) in shapes.iter().filter(|_| !no_matvec) {
@@ -87,6 +109,14 @@ fn main() {
             let k2 = gb / kompakt_matmul_secs(&w, 1, 2, 2 * reps);
             if paired_rounds > 0 {
                 paired.push((name, dt, paired_ratios(&w, gb, paired_rounds)));
+            }
+            #[cfg(feature = "ggml")]
+            if vs_rounds > 0 {
+                for (gname, ty) in ggml::peers(dt) {
+                    let gd = ggml::weight(ty, rows, cols);
+                    let r = [1, 2].map(|t| vs_ggml(&w, ty, &gd, t, vs_rounds));
+                    vs.push((name, dt, gname, r));
+                }
             }
             drop(data);
             #[cfg_attr(not(feature = "ggml"), allow(unused_variables))]
@@ -153,24 +183,47 @@ fn main() {
         println!(
             "\n## Mat-vec against a probe taken just before it (1 thread, {paired_rounds} rounds)\n"
         );
-        println!("| shape | type | kompakt GB/s, median (range) | probe GB/s, median (range) | kompakt / probe, median (range) |");
-        println!("|---|---|---|---|---|");
+        println!(
+            "Two probes per round: a fresh 1 GiB buffer (as in the main table) and a sum over \
+             the weight bytes themselves, which takes where the buffer sits in memory out of the \
+             ratio. Medians (ranges).\n"
+        );
+        println!("| shape | type | kompakt GB/s | probe 1 GiB, GB/s | probe of the weights, GB/s | kompakt / probe 1 GiB | kompakt / probe of the weights |");
+        println!("|---|---|---|---|---|---|---|");
         for (name, dt, r) in &paired {
-            let col = |v: &[f64], scale: f64, digits: usize| {
-                let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-                let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                let f = |x: f64| format!("{:.digits$}", x * scale);
-                format!("{} ({}-{})", f(median(v)), f(lo), f(hi))
-            };
-            let k: Vec<f64> = r.iter().map(|p| p.0).collect();
-            let b: Vec<f64> = r.iter().map(|p| p.1).collect();
-            let q: Vec<f64> = r.iter().map(|p| p.0 / p.1).collect();
+            let col = |f: fn(&(f64, f64, f64)) -> f64| r.iter().map(f).collect::<Vec<f64>>();
             println!(
-                "| {name} | {} | {} | {} | {} % |",
+                "| {name} | {} | {} | {} | {} | {} % | {} % |",
                 dt.name(),
-                col(&k, 1.0, 1),
-                col(&b, 1.0, 1),
-                col(&q, 100.0, 0)
+                median_range(&col(|p| p.0), 1),
+                median_range(&col(|p| p.1), 1),
+                median_range(&col(|p| p.2), 1),
+                median_range(&col(|p| 100.0 * p.0 / p.1), 0),
+                median_range(&col(|p| 100.0 * p.0 / p.2), 0)
+            );
+        }
+    }
+    if !vs.is_empty() {
+        println!(
+            "\n## Mat-vec, kompakt against ggml back to back ({vs_rounds} rounds, order alternating)\n"
+        );
+        println!(
+            "kompakt / ggml in weights/s, medians (ranges); \"per own bandwidth\": each library's \
+             speed over a read probe of its own weight buffer, taken with it.\n"
+        );
+        println!("| shape | type | ggml type | 1t | 1t, per own bandwidth | 2t | 2t, per own bandwidth |");
+        println!("|---|---|---|---|---|---|---|");
+        for (name, dt, gname, r) in &vs {
+            let col = |t: usize, f: fn(&(f64, f64)) -> f64| {
+                median_range(&r[t].iter().map(f).collect::<Vec<f64>>(), 2)
+            };
+            println!(
+                "| {name} | {} | {gname} | {} | {} | {} | {} |",
+                dt.name(),
+                col(0, |p| p.0),
+                col(0, |p| p.1),
+                col(1, |p| p.0),
+                col(1, |p| p.1)
             );
         }
     }
@@ -262,6 +315,51 @@ fn num(v: f64, digits: usize) -> String {
     }
 }
 
+/// A row of the kompakt-against-ggml table: shape, type, ggml type, and per
+/// thread count (1, 2) the rounds of [`vs_ggml`].
+type VsGgml = (&'static str, DType, &'static str, [Vec<(f64, f64)>; 2]);
+
+/// "median (lowest-highest)" of `v` with `digits` decimals.
+fn median_range(v: &[f64], digits: usize) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{:.digits$} ({lo:.digits$}-{hi:.digits$})", median(v))
+}
+
+/// `rounds` pairs of ratios of kompakt's mat-vec speed to ggml's, in weights
+/// per second, at `threads` threads: (raw, each library's speed divided by
+/// a read probe of its own weight buffer at the same thread count). The two
+/// are timed back to back (each the best of 5 runs and 0.2 s), the order
+/// alternating between rounds. Where a buffer sits in memory moves its read
+/// speed by up to a quarter on this VM; the second ratio takes that out.
+#[cfg(feature = "ggml")]
+fn vs_ggml(w: &WeightRef, ty: u32, gd: &[u8], threads: usize, rounds: usize) -> Vec<(f64, f64)> {
+    use kompakt_kernels::probe::read_bandwidth_of;
+    let (rows, cols) = (w.rows, w.cols);
+    let weights = (rows * cols) as f64;
+    // (weights/s, weights/s per GB/s of the buffer's own read bandwidth)
+    let k = || {
+        let s = weights / kompakt_matmul_secs(w, 1, threads, 5);
+        (s, s / read_bandwidth_of(w.data, threads, 5, 0.3))
+    };
+    let g = || {
+        let s = weights / ggml::matvec_secs(ty, gd, rows, cols, threads, 5);
+        (s, s / read_bandwidth_of(gd, threads, 5, 0.3))
+    };
+    (0..rounds)
+        .map(|i| {
+            let (kw, gw) = if i % 2 == 0 {
+                let kw = k();
+                (kw, g())
+            } else {
+                let gw = g();
+                (k(), gw)
+            };
+            (kw.0 / gw.0, kw.1 / gw.1)
+        })
+        .collect()
+}
+
 /// A fraction as a whole percentage, or "-" (see [`num`]).
 fn percent(v: f64) -> String {
     if v.is_nan() {
@@ -271,10 +369,11 @@ fn percent(v: f64) -> String {
     }
 }
 
-/// `rounds` pairs of (1-thread mat-vec GB/s, 1-thread read bandwidth GB/s),
-/// each pair measured back to back: the probe as in the main table (best of
-/// at least 8 sums over 1 GiB and 1 s), then the mat-vec (best of 3).
-fn paired_ratios(w: &WeightRef, gb: f64, rounds: usize) -> Vec<(f64, f64)> {
+/// `rounds` triples of (1-thread mat-vec GB/s, 1-thread read bandwidth of a
+/// fresh 1 GiB buffer, 1-thread read bandwidth of the weight bytes
+/// themselves), measured back to back: the probes as in the main table (best
+/// of at least 8 sums and 1 s), then the mat-vec (best of 3).
+fn paired_ratios(w: &WeightRef, gb: f64, rounds: usize) -> Vec<(f64, f64, f64)> {
     let x = gaussian(2, w.cols);
     let mut y = vec![0f32; w.rows];
     let pool = rayon::ThreadPoolBuilder::new()
@@ -284,9 +383,10 @@ fn paired_ratios(w: &WeightRef, gb: f64, rounds: usize) -> Vec<(f64, f64)> {
     (0..rounds)
         .map(|_| {
             let bw = read_bandwidth(1 << 30, 1, 8);
+            let own = kompakt_kernels::probe::read_bandwidth_of(w.data, 1, 8, 1.0);
             let secs =
                 pool.install(|| time_best(|| kompakt_kernels::matmul(w, &x, 1, &mut y), 3, 0.0));
-            (gb / secs, bw)
+            (gb / secs, bw, own)
         })
         .collect()
 }
