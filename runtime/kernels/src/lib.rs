@@ -6,6 +6,9 @@
 //! kernel table picked once at run time ([`kernels`]): AVX2+FMA+F16C on x86_64,
 //! NEON (+ `sdot` when the CPU has `dotprod`) on aarch64, the safe scalar
 //! reference in [`scalar`] otherwise or when `KOMPAKT_FORCE_SCALAR=1`.
+//! The AVX2 mat-vec kernels prefetch the weight stream ahead of use on CPUs
+//! without AVX-512F (where that measured faster); `KOMPAKT_PREFETCH=0`, `on`
+//! or a distance in bytes overrides that choice.
 //!
 //! Quantized weights are multiplied with activations quantized to 8 bits
 //! using integer dot products, at ggml's granularity: Q8_0 weights with

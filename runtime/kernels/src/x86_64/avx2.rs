@@ -291,6 +291,63 @@ unsafe fn loadu(p: *const i8) -> __m256i {
     unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
 
+/// Prefetches (into L1) every cache line of the `T` that starts `dist` bytes
+/// after `b`: one prefetch per 64 bytes of `T`, so calling it for each of a
+/// run of consecutive blocks touches every line ahead of them. No
+/// dereference (`wrapping_add`), and a prefetch past the end never faults.
+#[inline(always)]
+fn prefetch_ahead<T>(b: &T, dist: usize) {
+    let p = (b as *const T as *const i8).wrapping_add(dist);
+    let mut o = 0;
+    while o < size_of::<T>() {
+        // SAFETY: a prefetch is a hint: it reads nothing and cannot fault.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(o)) };
+        o += 64;
+    }
+}
+
+/// Prefetch distances (bytes ahead in the weight stream) of the mat-vec
+/// kernels: (row-major Q8_0 / Q4K / Q3K / Q2K, Q4KX4), decided once.
+///
+/// A single core streaming weights from DRAM is limited by the cache misses
+/// it keeps in flight. Measured with `kernel-table` (`KT_PAIRED=5`, lm_head
+/// 156032x4096, 1 thread, alternating rounds), the two machines disagree:
+/// on a 2-vCPU EPYC Zen 3 VM (AVX2, no AVX-512) prefetching raised the
+/// kernels from 57-66 % of the read probe to 71-83 % (Q8_0, Q4K at 2,048
+/// bytes) and Q4KX4 from 57-63 % to 77-80 % (1,152 bytes); on a 2-vCPU Zen 4
+/// VM (AVX-512) the same prefetches cost 5-9 % (Q4KX4 85 -> 78 %, Q4K 24.0
+/// -> 22.5 GB/s), its hardware prefetch already near the probe. So the
+/// default is on for CPUs without AVX-512F and off with it: a proxy from two
+/// machines, not a law, which `KOMPAKT_PREFETCH` overrides (`0`/`off`: none;
+/// `on`: the distances above; a number: that many bytes for every kernel;
+/// anything else: the default).
+fn prefetch_distances() -> (usize, usize) {
+    static D: std::sync::OnceLock<(usize, usize)> = std::sync::OnceLock::new();
+    *D.get_or_init(|| {
+        let var = std::env::var("KOMPAKT_PREFETCH").ok();
+        prefetch_choice(var.as_deref(), is_x86_feature_detected!("avx512f"))
+    })
+}
+
+/// [`prefetch_distances`] from the variable's value and the CPU's AVX-512F.
+fn prefetch_choice(var: Option<&str>, avx512f: bool) -> (usize, usize) {
+    let on = (ROW_PREFETCH_AHEAD, X4_PREFETCH_AHEAD);
+    match var.map(str::trim) {
+        Some("0") | Some("off") => (0, 0),
+        Some("on") => on,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) => (n, n),
+            Err(_) if avx512f => (0, 0),
+            Err(_) => on,
+        },
+        None if avx512f => (0, 0),
+        None => on,
+    }
+}
+
+/// Default prefetch distance of the row-major mat-vec kernels.
+const ROW_PREFETCH_AHEAD: usize = 2048;
+
 /// Q8_0 x Q8A32: per 32-weight block `psignb` + `maddubs` + `madd` to i32,
 /// one FMA with `d_w * d_x`; two accumulators per row (FMA latency).
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -318,8 +375,13 @@ unsafe fn q8_0_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8A32]], out: &mut 
     let mut acc0 = [_mm256_setzero_ps(); NR];
     let mut acc1 = [_mm256_setzero_ps(); NR];
     let pairs = blocks.len() / 2;
+    let pf = prefetch_distances().0;
     for k in 0..pairs {
         let (b0, b1) = (&blocks[2 * k], &blocks[2 * k + 1]);
+        if pf != 0 {
+            prefetch_ahead(b0, pf);
+            prefetch_ahead(b1, pf);
+        }
         // SAFETY: each block's qs has 32 bytes.
         let (w0, w1) = unsafe { (loadu(b0.qs.as_ptr()), loadu(b1.qs.as_ptr())) };
         let (aw0, aw1) = (_mm256_sign_epi8(w0, w0), _mm256_sign_epi8(w1, w1));
@@ -1161,7 +1223,11 @@ unsafe fn q4k_vec_impl(row: &[u8], xp: &[BlockQ8K], sshuf: &[__m256i; 4]) -> f32
     let shift = _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4);
     let mut acc = _mm256_setzero_ps();
     let mut accm = _mm256_setzero_ps();
+    let pf = prefetch_distances().0;
     for (b, x) in blocks.iter().zip(xp) {
+        if pf != 0 {
+            prefetch_ahead(b, pf);
+        }
         let (scv, mnv, d, dmin) = q4k_block_scales(b);
         let mut acci = _mm256_setzero_si256();
         for (g, s) in sshuf.iter().enumerate() {
@@ -1277,7 +1343,11 @@ unsafe fn q3k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
     let b32 = _mm_set1_epi8(32);
     let cs = chunk_scale_shuffles();
     let mut acc = [_mm256_setzero_ps(); NR];
+    let pf = prefetch_distances().0;
     for (bi, b) in blocks.iter().enumerate() {
+        if pf != 0 {
+            prefetch_ahead(b, pf);
+        }
         let (lo, hi) = unpack_6bit16(&b.scales);
         let sc8 = _mm_sub_epi8(_mm_set_epi64x(hi as i64, lo as i64), b32);
         let scall = _mm256_cvtepi8_epi16(sc8);
@@ -1330,7 +1400,11 @@ unsafe fn q2k_impl<const NR: usize>(row: &[u8], a: &[&[BlockQ8K]], out: &mut [f3
     let cs = chunk_scale_shuffles();
     let mut acc = [_mm256_setzero_ps(); NR];
     let mut accm = [_mm256_setzero_ps(); NR];
+    let pf = prefetch_distances().0;
     for (bi, b) in blocks.iter().enumerate() {
+        if pf != 0 {
+            prefetch_ahead(b, pf);
+        }
         // SAFETY: scales is 16 bytes.
         let ms = unsafe { _mm_loadu_si128(b.scales.as_ptr() as *const __m128i) };
         let sc = _mm256_cvtepu8_epi16(_mm_and_si128(ms, m15));
@@ -1629,6 +1703,10 @@ pub fn gemv_q4k_x4(w: &[u8], rows: usize, nb: usize, r0: usize, x: &[BlockQ8K], 
     unsafe { gemv_q4k_x4_impl(w, rows, nb, r0, x, out) }
 }
 
+/// Default prefetch distance of [`q4k_x4_span`]: two X4 blocks (576 and
+/// 4,608 bytes did less on the Zen 3 VM; see [`prefetch_distances`]).
+const X4_PREFETCH_AHEAD: usize = 2 * 576;
+
 /// Four interleaved rows over consecutive blocks. Per block: the 8 sub-scales
 /// and 8 mins of all four rows from one 32-byte and one 16-byte load (a few
 /// vector ops, no scalar unpack); per 8 weight bytes of each row, `maddubs`
@@ -1648,10 +1726,16 @@ fn q4k_x4_span(
     let idx_m = _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7);
     let mut acc = _mm256_setzero_ps();
     let mut accm = _mm256_setzero_ps();
+    let pf = prefetch_distances().1;
     for ((b, xb), bs) in span.iter().zip(x).zip(bsv) {
         // SAFETY: every load below is in bounds of `b` (576 bytes), `xb`
         // (qs: 256 bytes) or `bs` (32 bytes).
         unsafe {
+            // The block two ahead in file order (spans follow each other
+            // in memory).
+            if pf != 0 {
+                prefetch_ahead(b, pf);
+            }
             let (sc, mn) = x4_scales(b);
             let bsum = _mm256_loadu_si256(bs.as_ptr() as *const __m256i);
             let m02 = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(mn)), bsum);
@@ -1713,4 +1797,27 @@ fn q4k_x4_span(
         _mm_cvtss_f32(hi),
         _mm_cvtss_f32(_mm_movehdup_ps(hi)),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefetch_follows_the_variable_then_the_cpu() {
+        let on = (ROW_PREFETCH_AHEAD, X4_PREFETCH_AHEAD);
+        assert!(on.0 > 0 && on.1 > 0);
+        // Unset or unreadable: on without AVX-512F, off with it.
+        assert_eq!(prefetch_choice(None, false), on);
+        assert_eq!(prefetch_choice(None, true), (0, 0));
+        assert_eq!(prefetch_choice(Some("lots"), false), on);
+        assert_eq!(prefetch_choice(Some("lots"), true), (0, 0));
+        // Set: the same on every CPU.
+        for avx512f in [false, true] {
+            assert_eq!(prefetch_choice(Some("0"), avx512f), (0, 0));
+            assert_eq!(prefetch_choice(Some("off"), avx512f), (0, 0));
+            assert_eq!(prefetch_choice(Some("on"), avx512f), on);
+            assert_eq!(prefetch_choice(Some(" 4096 "), avx512f), (4096, 4096));
+        }
+    }
 }
