@@ -344,8 +344,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
 
     // The second probe runs after the sampler, so its buffer stays out of the peaks.
     let mut bandwidth = Vec::new();
+    let model_bytes = model.file().as_bytes();
     for (&threads, before) in args.threads.iter().zip(probe_before) {
-        let model_bytes = model.file().as_bytes();
         bandwidth.push(Bandwidth {
             threads,
             read_gb_s: probe(threads).max(before),

@@ -327,7 +327,12 @@ pub fn storage_dtype(s: &TensorSpec, dtype: DType, shape: &[usize], interleave: 
     let decoder = matches!(s.component, Component::LlmLayers | Component::LmHead)
         && matches!(s.role, Role::Linear | Role::LmHead);
     let rows: usize = shape[..shape.len().saturating_sub(1)].iter().product();
-    if interleave && dtype == DType::Q4K && decoder && shape.len() == 2 && rows.is_multiple_of(4) {
+    if interleave
+        && dtype == DType::Q4K
+        && decoder
+        && shape.len() == 2
+        && rows.is_multiple_of(DType::Q4KX4.group_rows() as usize)
+    {
         DType::Q4KX4
     } else {
         dtype

@@ -292,17 +292,9 @@ fn run_x4_as_rows(t: &KernelTable, w: &WeightRef, acts: &[&[BlockQ8K]], y: &mut 
         };
         let mut buf = vec![0f32; tr * n];
         run_rows(&tw, acts, &mut buf, t.row_q4k);
-        for j in 0..n {
-            // SAFETY: y has rows*n elements (checked by `matmul`); this task
-            // alone writes y[j*rows + r0 .. + tr] (its rows are its own).
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    buf.as_ptr().add(j * tr),
-                    yp.0.add(j * rows + r0),
-                    tr,
-                );
-            }
-        }
+        // SAFETY: y has rows*n elements (checked by `matmul`); this task
+        // alone writes y[j*rows + r0 .. + tr] (its rows are its own).
+        unsafe { yp.write_rect(&buf, rows, r0, tr, 0) };
     });
 }
 
@@ -343,6 +335,24 @@ struct OutPtr(*mut f32);
 // SAFETY: tasks write disjoint elements only (see `run_panels`).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// Copies a task's result `buf` (`out[j * pw + i]`: weight rows
+    /// `r0..r0 + pw` against activation rows `a0..a0 + buf.len() / pw`) into
+    /// its rectangle of `y` (`y[(a0 + j) * rows + r0 + i]`).
+    ///
+    /// # Safety
+    /// `y` has room for every element written, and no other task writes or
+    /// reads that rectangle while this runs.
+    unsafe fn write_rect(&self, buf: &[f32], rows: usize, r0: usize, pw: usize, a0: usize) {
+        for (j, part) in buf.chunks_exact(pw).enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe {
+                core::ptr::copy_nonoverlapping(part.as_ptr(), self.0.add((a0 + j) * rows + r0), pw)
+            };
+        }
+    }
+}
 
 /// Mat-mat driver for the panel kernels: a 2-D split of (weight rows x
 /// activation rows) into panels run in parallel; each panel's result goes
@@ -392,18 +402,10 @@ fn run_panels<A: Sync>(
         let (pw, pa) = (nw.min(rows - r0), na.min(n - a0));
         let mut buf = vec![0f32; pw * pa];
         f(r0, pw, &acts[a0..a0 + pa], &mut buf);
-        for j in 0..pa {
-            // SAFETY: y has rows*n elements (asserted); this task alone writes
-            // y[(a0+j)*rows + r0 .. + pw] (its weight-row and activation-row
-            // ranges are disjoint from every other task's rectangle).
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    buf.as_ptr().add(j * pw),
-                    yp.0.add((a0 + j) * rows + r0),
-                    pw,
-                );
-            }
-        }
+        // SAFETY: y has rows*n elements (asserted); this task alone writes
+        // y[(a0+j)*rows + r0 .. + pw] (its weight-row and activation-row
+        // ranges are disjoint from every other task's rectangle).
+        unsafe { yp.write_rect(&buf, rows, r0, pw, a0) };
     });
 }
 
