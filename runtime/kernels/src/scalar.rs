@@ -110,7 +110,8 @@ pub fn row_bf16(row: &[u8], x: &[&[f32]], out: &mut [f32]) {
     })
 }
 
-/// Quantizes an activation row to Q8K blocks (zero padded to whole blocks).
+/// Quantizes an activation row to Q8K blocks (zero padded to whole blocks),
+/// rounding ties to even as the SIMD quantizers do.
 pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
     for (bi, b) in out.iter_mut().enumerate() {
         let start = (bi * QK_K).min(x.len());
@@ -121,7 +122,7 @@ pub fn quantize_q8k(x: &[f32], out: &mut [BlockQ8K]) {
         b.d = if amax > 0.0 { amax / 127.0 } else { 0.0 };
         b.qs = [0; QK_K];
         for (q, v) in b.qs.iter_mut().zip(src) {
-            *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+            *q = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
         }
         for j in 0..16 {
             b.bsums[j] = b.qs[16 * j..16 * (j + 1)].iter().map(|&q| q as i16).sum();
@@ -141,7 +142,7 @@ pub fn quantize_q8a32(x: &[f32], out: &mut [BlockQ8A32]) {
         b.d = if amax > 0.0 { amax / 127.0 } else { 0.0 };
         b.qs = [0; QK8_0];
         for (q, v) in b.qs.iter_mut().zip(src) {
-            *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+            *q = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
         }
     }
 }
