@@ -947,6 +947,12 @@ fn write_metadata(
             auto_note(layout.auto_dropped, "audio")
         ));
     }
+    let mut training_data = vec![];
+    if let Some(training) = crate::training::read(&ckpt.dir)? {
+        techniques.extend(crate::training::techniques(&training));
+        training_data = crate::training::datasets(&training);
+        recipe["training"] = training;
+    }
     put(meta, "provenance.recipe", Str(recipe.to_string()))?;
     put(meta, "provenance.techniques", Strs(techniques))?;
     let datasets: Vec<String> = layout
@@ -960,6 +966,7 @@ fn write_metadata(
                 .collect()
         })
         .unwrap_or_default();
+    let datasets = [datasets, training_data].concat();
     put(meta, "provenance.datasets", Strs(datasets))?;
     let count = |c: Component| -> u64 {
         specs

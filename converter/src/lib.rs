@@ -8,6 +8,7 @@ pub mod mapping;
 pub mod plan;
 pub mod recipe;
 pub mod synth;
+pub mod training;
 pub mod vocab;
 
 pub use convert::{convert, ConvertOptions, ConvertSummary, Progress, PromptStyle, Stage};
