@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # kompakt's test command (the README's, and what .ci/run runs): formatting,
 # lints, every Rust test (parity with the transformers goldens included),
+# the training package's pytest suite (kompakt-train, CPU, tiny models),
 # the C ABI example under valgrind, the Python binding, and the aarch64
 # kernels under qemu. Installs the system packages it needs (Debian, root).
 set -euo pipefail
@@ -45,6 +46,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+
+step "kompakt-train: install (pinned torch/transformers/accelerate; the first install takes ~8 min) and pytest"
+python3 -m pip install -q --disable-pip-version-check -e "train[test]"
+cargo build -q -p kompakt-cli
+KOMPAKT_BIN="$PWD/target/debug/kompakt" python3 -m pytest -q -p no:cacheprovider train/tests
 
 step "C ABI: example against libkompakt.so and .a, header as C99 and C++, valgrind, Python binding"
 bash bindings/c/test.sh

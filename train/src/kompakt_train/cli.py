@@ -161,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--text", nargs="+", help="training text files (English, German, Chinese)")
     d.add_argument("--eval-text", nargs="+", help="held-out text files (default: every k-th training window)")
     d.add_argument("--eval-windows", type=int, help="held-out windows taken from --text when no --eval-text (4)")
+    d.add_argument("--eval-max-tokens", type=int, help="tokens per --eval-text file (default 512, as kompakt eval)")
+    d.add_argument("--teacher-cache", help="directory for the teacher pass, shared by students trained on the "
+                   "same teacher and data (default OUT.work/)")
     d.add_argument("--segments", help="segment YAML (IWSLT/MuST-C layout), with --wav-dir")
     d.add_argument("--wav-dir")
     d.add_argument("--audio", help="directory of 16 kHz WAV clips")

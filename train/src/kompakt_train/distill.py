@@ -58,6 +58,8 @@ class DistillConfig:
     window: int = 256
     max_tokens_per_file: int | None = None
     eval_windows: int = 4
+    eval_max_tokens: int | None = 512  # per held-out file, as `kompakt eval --max-tokens 512`
+    teacher_cache: str | None = None   # where the teacher pass is stored (default OUT.work/)
     steps: int | None = None
     tokens: int | None = None
     batch_size: int = 2
@@ -272,7 +274,7 @@ def run(cfg: DistillConfig, log=print) -> dict:
     tok = load_tokenizer(teacher_dir)
     windows = text_windows(tok, cfg.text, cfg.window, cfg.max_tokens_per_file) if cfg.text else []
     if cfg.eval_text:
-        eval_windows = text_windows(tok, cfg.eval_text, cfg.window, cfg.max_tokens_per_file)
+        eval_windows = text_windows(tok, cfg.eval_text, cfg.window, cfg.eval_max_tokens)
     else:  # hold out every k-th window
         k = max(2, len(windows) // max(cfg.eval_windows, 1))
         eval_windows = windows[k - 1::k][: cfg.eval_windows]
@@ -285,13 +287,14 @@ def run(cfg: DistillConfig, log=print) -> dict:
     if cfg.segments:
         clips += clips_from_segments(cfg.segments, cfg.wav_dir)
 
-    data_key = _hash(asdict(cfg) | {"out": None, "steps": None, "tokens": None, "eval_every": None,
-                                    "save_every": None, "log_every": None, "overwrite": None, "threads": None,
-                                    "lr": None, "batch_size": None, "warmup_steps": None,
-                                    "gradient_checkpointing": None, "mixed_precision": None},
-                     ckpt.fingerprint(teacher_dir))
+    # The teacher pass depends on the teacher and the data only: students share it.
+    data_key = _hash({k: getattr(cfg, k) for k in (
+        "text", "eval_text", "segments", "wav_dir", "audio", "langs", "window", "max_tokens_per_file",
+        "eval_windows", "eval_max_tokens", "temperature", "top_k", "max_new_tokens")},
+        ckpt.fingerprint(teacher_dir))
     # Example indices depend on how speech prompts were shared out, hence the process count.
-    cache_dir = work / f"teacher-{data_key}-p{acc.num_processes}"
+    cache_root = Path(cfg.teacher_cache) if cfg.teacher_cache else work
+    cache_dir = cache_root / f"teacher-{data_key}-p{acc.num_processes}"
 
     # --- teacher pass (once; reused by reruns and resumes)
     device = acc.device
@@ -303,6 +306,9 @@ def run(cfg: DistillConfig, log=print) -> dict:
             f"{len(eval_windows)} held-out windows -> {cache_dir}")
         if main:
             cache_dir.mkdir(parents=True, exist_ok=True)
+            (cache_dir / "teacher.json").write_text(json.dumps(
+                {"teacher": str(teacher_dir), "text": cfg.text, "eval_text": cfg.eval_text, "top_k": cfg.top_k,
+                 "temperature": cfg.temperature, "window": cfg.window}, indent=2))
         acc.wait_for_everyone()
         teacher = ckpt.load_model(teacher_dir).to(device).eval()
         speech = []
