@@ -108,6 +108,20 @@ def test_odd_student_loads_converts_and_matches_transformers(tiny_gqa, clip_dir,
     assert t.returncode == 0, t.stderr
     got = json.loads(t.stdout.splitlines()[0])["token_ids"]
     assert got == want
+    # Prompt logits within tests/parity.rs's tolerance (max |d| / max |logit| < 1e-3, f32).
+    dump = tmp_path / "dump"
+    e = subprocess.run([str(kompakt), "eval", "--model", str(kpk), "--dump", str(dump), "--audio", str(clip_dir),
+                        "--prompt-lang", "de", "--threads", "1"], capture_output=True, text=True)
+    assert e.returncode == 0, e.stderr
+    audio = json.loads((dump / "dump.json").read_text())["audio"][0]
+    assert audio["ids"] == p.input_ids.tolist()
+    ours = torch.from_file(str(dump / audio["logits"]), size=audio["rows"] * audio["vocab"], dtype=torch.float32)
+    with torch.no_grad():
+        ref = model(input_ids=p.input_ids[None], input_features=p.input_features[None],
+                    feature_attention_mask=p.feature_attention_mask[None]).logits[0]
+    rel = (ours.reshape(audio["rows"], audio["vocab"]) - ref).abs().max() / ref.abs().max()
+    assert rel < 1e-3, rel
+    print(f"relative logit difference {rel:.2e}")
     i = subprocess.run([str(kompakt), "inspect", "--json", str(kpk)], capture_output=True, text=True)
     assert i.returncode == 0, i.stderr
     techniques = json.loads(i.stdout)["techniques"]
