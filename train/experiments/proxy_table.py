@@ -63,7 +63,7 @@ def main() -> None:
                      "files": {"a": str(pruned), "b": str(distilled), "c": str(ptq)}})
         models += [pruned, distilled, ptq]
     report = json.loads(sh(a.kompakt, "eval", "--reference", str(ref), *sum([["--model", str(m)] for m in models], []),
-                           "--text", *[f"{a.eval}/heldout/{l}.txt" for l in ("en", "de", "zh")],
+                           *sum([["--text", f"{a.eval}/heldout/{lang}.txt"] for lang in ("en", "de", "zh")], []),
                            "--window", "256", "--max-tokens", "512", "--json"))
     by_file = {c["model"]: c for c in report["candidates"]}
     lines = ["| student | decoder blocks kept | what | file MB | KL mean | top-1 | ppl en / de / zh |",

@@ -171,7 +171,9 @@ def select(t: Dims, s: Dims, state: dict[str, torch.Tensor], imp: dict[str, torc
         audio_ffn[i] = _top(f, s.audio_ffn)
     def how(x):
         return "activation importance" if x is not None else "weight norms"
-    ranked = f"decoder: {how(llm_imp)}, audio encoder: {how(audio_imp)}"
+    ranked = f"decoder: {how(llm_imp)}"
+    if (s.audio_layers, s.audio_ffn) != (t.audio_layers, t.audio_ffn):
+        ranked += f", audio encoder: {how(audio_imp)}"
     return Selection(_top(hidden, s.hidden), layers, heads, kv, ffn, audio_layers, audio_ffn, ranked)
 
 
