@@ -18,6 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import __version__
 from .errors import TrainError
 
 PROVENANCE = "kompakt_train.json"
@@ -201,5 +202,5 @@ def write_checkpoint(dst: Path, state: dict[str, torch.Tensor], config: dict, si
 def write_provenance(dst: Path, provenance: dict) -> None:
     record = dict(provenance)
     record.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    record.setdefault("kompakt_train", __import__("kompakt_train").__version__)
+    record.setdefault("kompakt_train", __version__)
     (dst / PROVENANCE).write_text(json.dumps(record, indent=2) + "\n")
