@@ -26,10 +26,14 @@ def student(soft_teacher, tmp_path_factory):
     return out
 
 
+def distill_args(teacher, student, texts, out, *extra) -> list[str]:
+    return ["distill", "--teacher", str(teacher), "--student", str(student), "--out", str(out),
+            "--text", *texts["train"], "--eval-text", *texts["heldout"], "--window", "32", "--lr", "3e-3",
+            "--warmup-steps", "3", "--eval-every", "10", "--save-every", "5", "--threads", "1", "--json", *extra]
+
+
 def distill(teacher, student, texts, out, *extra):
-    r = run_cli("distill", "--teacher", str(teacher), "--student", str(student), "--out", str(out),
-                "--text", *texts["train"], "--eval-text", *texts["heldout"], "--window", "32", "--lr", "3e-3",
-                "--warmup-steps", "3", "--eval-every", "10", "--save-every", "5", "--threads", "1", "--json", *extra)
+    r = run_cli(*distill_args(teacher, student, texts, out, *extra))
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -76,10 +80,8 @@ def test_distillation_lowers_heldout_kl_and_writes_a_checkpoint(soft_teacher, st
 
 def test_resume_continues_with_the_same_next_step_loss(soft_teacher, student, texts, tmp_path):
     whole = distill(soft_teacher, student, texts, tmp_path / "a", "--steps", "12")
-    first = run_cli("distill", "--teacher", str(soft_teacher), "--student", str(student), "--out", str(tmp_path / "b"),
-                    "--text", *texts["train"], "--eval-text", *texts["heldout"], "--window", "32", "--lr", "3e-3",
-                    "--warmup-steps", "3", "--eval-every", "10", "--save-every", "5", "--threads", "1", "--json",
-                    "--steps", "12", "--stop-after-steps", "7")
+    first = run_cli(*distill_args(soft_teacher, student, texts, tmp_path / "b", "--steps", "12",
+                                  "--stop-after-steps", "7"))
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["stopped_at_step"] == 7
     assert not (tmp_path / "b").exists()  # no output directory until the run is complete
@@ -95,11 +97,9 @@ def test_two_gloo_processes_match_one(soft_teacher, student, texts, tmp_path):
     one = distill(soft_teacher, student, texts, tmp_path / "one", "--steps", "6", "--batch-size", "2")
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                        "--master_port", str(free_port()), "-m", "kompakt_train", "distill",
-                        "--teacher", str(soft_teacher), "--student", str(student), "--out", str(tmp_path / "two"),
-                        "--text", *texts["train"], "--eval-text", *texts["heldout"], "--window", "32", "--lr",
-                        "3e-3", "--warmup-steps", "3", "--eval-every", "10", "--save-every", "5", "--threads", "1",
-                        "--json", "--steps", "6", "--batch-size", "1"],
+                        "--master_port", str(free_port()), "-m", "kompakt_train",
+                        *distill_args(soft_teacher, student, texts, tmp_path / "two", "--steps", "6",
+                                      "--batch-size", "1")],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     two = json.loads(r.stdout)

@@ -467,8 +467,7 @@ def run(cfg: DistillConfig, log=print) -> dict:
             unwrapped.save_pretrained(str(o.path), state_dict=sd, safe_serialization=True)
             ckpt.copy_side_files(student_dir, o.path)
             prov = ckpt.read_provenance(student_dir)
-            prov.setdefault("steps_done", [])
-            prov["steps_done"] = prov["steps_done"] + [{
+            prov["steps_done"] = prov.get("steps_done", []) + [{
                 "stage": "distill", "teacher": str(teacher_dir), "teacher_hash": ckpt.fingerprint(teacher_dir),
                 "student": str(student_dir), "data": {"text": cfg.text, "eval_text": cfg.eval_text,
                                                       "segments": cfg.segments, "audio": cfg.audio,
