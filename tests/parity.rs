@@ -1,6 +1,7 @@
 //! The runtime against transformers: log-mel features, encoder and projector
 //! outputs, prompt ids and logits, greedy and 4-beam token ids, for both
 //! fixture models (plain multi-head and grouped KV heads) and every input.
+use std::path::Path;
 use std::sync::Arc;
 
 use kompakt_converter::PromptStyle;
@@ -53,11 +54,21 @@ fn audio_front_end_matches_whisper_feature_extractor() {
 }
 
 fn check_case(model_name: &str, audio: &str, lang: &str, style: PromptStyle, suffix: &str) {
+    check_file(
+        &converted(model_name, DType::F32, style),
+        model_name,
+        audio,
+        lang,
+        suffix,
+    );
+}
+
+fn check_file(kpk: &Path, model_name: &str, audio: &str, lang: &str, suffix: &str) {
     let stem = format!("{audio}_{lang}{suffix}");
     let dir = fixtures().join("golden").join(model_name);
     let g = load_golden(&dir.join(format!("{stem}.safetensors")));
     let j = load_json(&dir.join(format!("{stem}.json")));
-    let model = Arc::new(Model::load(converted(model_name, DType::F32, style)).unwrap());
+    let model = Arc::new(Model::load(kpk).unwrap());
     let mut s = Session::new(model, 2).unwrap();
     // Exactness against the reference needs the exact keys and values; the
     // default f16 cache is checked against it below.
@@ -159,4 +170,90 @@ fn tiny_gqa_matches_transformers() {
     for audio in AUDIO {
         check_case("tiny-gqa", audio, "de", PromptStyle::Chat, "");
     }
+}
+
+/// A user's own instruction (`--instruction de=...`) and template
+/// (`--prompt-template`), given at conversion or per call: the prompt ids,
+/// logits and generated ids equal transformers' for that prompt.
+#[test]
+fn custom_prompts_match_transformers() {
+    let golden = |suffix: &str| {
+        load_json(
+            &fixtures()
+                .join("golden/tiny-mha")
+                .join(format!("{}_de{suffix}.json", AUDIO[0])),
+        )
+    };
+    let (custom, template) = (golden("_custom"), golden("_template"));
+    let instruction = custom["instruction"].as_str().unwrap().to_string();
+    assert_eq!(template["instruction"].as_str().unwrap(), instruction);
+    let dir = tempfile::tempdir().unwrap();
+    let convert = |name: &str, template: Option<&str>| {
+        let out = dir.path().join(name);
+        let mut opts = kompakt_converter::ConvertOptions::new(
+            fixtures().join("models/tiny-mha"),
+            &out,
+            DType::F32,
+        );
+        opts.prompt_style = Some(PromptStyle::Chat);
+        opts.instructions = vec![("de".into(), instruction.clone())];
+        opts.prompt_template = template.map(str::to_string);
+        kompakt_converter::convert(&opts, &mut |_| true).unwrap();
+        out
+    };
+    // Stored at conversion: the chat template with the user's instruction,
+    // then the user's template.
+    check_file(
+        &convert("custom.kpk", None),
+        "tiny-mha",
+        AUDIO[0],
+        "de",
+        "_custom",
+    );
+    let kpk = convert("template.kpk", template["template"].as_str());
+    check_file(&kpk, "tiny-mha", AUDIO[0], "de", "_template");
+    let m = Model::load(&kpk).unwrap();
+    assert_eq!(m.config().prompt_style, "custom");
+    assert_eq!(m.config().instructions["de"], instruction);
+    // The built-in Chinese instruction is still there, in the user's template.
+    assert!(m
+        .template("zh")
+        .unwrap()
+        .starts_with("<|im_start|>user\n<|audio_bos|>"));
+
+    // Given per call on a file converted with the built-in prompts.
+    let model =
+        Arc::new(Model::load(converted("tiny-mha", DType::F32, PromptStyle::Chat)).unwrap());
+    let mut s = Session::new(model, 2).unwrap();
+    s.set_kv_precision(KvPrecision::F32);
+    let pcm =
+        kompakt_audio::load_16k_mono(&fixtures().join(format!("audio/{}.wav", AUDIO[0]))).unwrap();
+    for (beams, key) in [(1, "greedy"), (4, "beam")] {
+        let opts = TranslateOptions {
+            lang: "zh".into(), // not used with an instruction
+            instruction: Some(instruction.clone()),
+            beams,
+            max_new_tokens: 20,
+            ..Default::default()
+        };
+        let out = s.translate(&pcm, &opts, &mut Quiet).unwrap();
+        let want: Vec<u32> = custom[key]["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(out.token_ids, want, "one-off instruction: {key} ids");
+        assert_eq!(
+            out.prompt_tokens as u64,
+            custom["seq_len"].as_u64().unwrap()
+        );
+    }
+    // A bad one-off instruction is refused before any audio work.
+    let bad = TranslateOptions {
+        instruction: Some("  ".into()),
+        ..Default::default()
+    };
+    let err = s.translate(&pcm, &bad, &mut Quiet).unwrap_err().to_string();
+    assert!(err.contains("instruction is empty"), "{err}");
 }

@@ -95,6 +95,7 @@ class TranslateParams(ctypes.Structure):
         ("on_text", TEXT_CALLBACK),
         ("on_progress", PROGRESS_CALLBACK),
         ("user_data", ctypes.c_void_p),
+        ("instruction", ctypes.c_char_p),
     ]
 
 
@@ -146,6 +147,8 @@ def _load():
         "kpk_model_load_huge_pages": (st, [ctypes.c_char_p, P(ModelParams), P(vp)]),
         "kpk_model_free": (None, [vp]),
         "kpk_model_get_info": (st, [vp, P(ModelInfo)]),
+        "kpk_model_prompt_template": (ctypes.c_char_p, [vp]),
+        "kpk_model_instruction": (ctypes.c_char_p, [vp, ctypes.c_char_p]),
         "kpk_session_default_params": (SessionParams, []),
         "kpk_translate_default_params": (TranslateParams, []),
         "kpk_session_new": (st, [vp, P(SessionParams), P(vp)]),
@@ -217,6 +220,13 @@ class Model:
         info.struct_size = ctypes.sizeof(ModelInfo)
         _check(library().kpk_model_get_info(self._handle, ctypes.byref(info)))
         langs = info.languages.decode()
+        lib = library()
+        template = lib.kpk_model_prompt_template(self._handle)
+        instructions = {}
+        for lang in (langs.split(",") if langs else []):
+            i = lib.kpk_model_instruction(self._handle, lang.encode())
+            if i is not None:
+                instructions[lang] = i.decode()
         return {
             "name": info.name.decode(),
             "architecture": info.architecture.decode(),
@@ -229,6 +239,8 @@ class Model:
             "n_ctx": info.n_ctx,
             "n_vocab": info.n_vocab,
             "bits_per_weight": info.bits_per_weight,
+            "prompt_template": template.decode() if template is not None else None,
+            "instructions": instructions,
         }
 
     @property
@@ -277,7 +289,8 @@ class Session:
         self._handle = handle
         self.sample_rate = model.info["sample_rate"]
 
-    def translate(self, audio, lang="de", beams=1, max_tokens=256, on_text=None, on_progress=None):
+    def translate(self, audio, lang="de", beams=1, max_tokens=256, on_text=None, on_progress=None,
+                  instruction=None):
         """Translates ``audio`` and returns the text.
 
         ``audio`` is a WAV path (str or os.PathLike; any PCM or float format,
@@ -286,7 +299,9 @@ class Session:
         receives the text as it is decoded, ``on_progress(stage, done)`` the
         progress (stage in ``STAGES``); either may return False to abort
         (``KompaktError`` with status ``ABORTED``). An exception raised by a
-        callback aborts the call and is re-raised.
+        callback aborts the call and is re-raised. ``instruction`` replaces the
+        model's instruction for ``lang`` for this call (it goes into the model's
+        prompt template, ``model.info["prompt_template"]``).
         """
         if not self._handle:
             raise ValueError("the session is closed")
@@ -294,6 +309,8 @@ class Session:
         params = lib.kpk_translate_default_params()
         lang_b = lang.encode() if isinstance(lang, str) else lang
         params.language = lang_b
+        instruction_b = instruction.encode() if isinstance(instruction, str) else instruction
+        params.instruction = instruction_b
         params.beams = beams
         params.max_tokens = max_tokens
         raised = []

@@ -71,13 +71,15 @@ def model_path():
     return _cache["model"]
 
 
-def cli(lang="de", beams=1, max_tokens=MAX_TOKENS):
+def cli(lang="de", beams=1, max_tokens=MAX_TOKENS, instruction=None):
     """The CLI's text (it replaces control characters by spaces and collapses
     whitespace, to keep one line per input) and its token ids."""
-    key = ("cli", lang, beams, max_tokens)
+    key = ("cli", lang, beams, max_tokens, instruction)
     if key not in _cache:
         args = [kompakt_bin(), "translate", "--model", model_path(), "--lang", lang,
                 "--beams", str(beams), "--max-tokens", str(max_tokens), "--json", WAV]
+        if instruction is not None:
+            args[2:2] = ["--instruction", instruction]
         js = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
         _cache[key] = (js["text"], js["token_ids"])
     return _cache[key]
@@ -119,6 +121,19 @@ def test_model_info():
     assert info["size_bin"] == 5
     assert info["sample_rate"] == 16000 and info["max_samples"] == 480000
     assert info["n_params"] > 0 and abs(info["bits_per_weight"] - 32.0) < 1e-9
+    assert info["instructions"] == {"de": "Translate the English speech into German:",
+                                    "zh": "Translate the English speech into Chinese:"}
+    assert "{audio}" in info["prompt_template"] and "{instruction}" in info["prompt_template"]
+
+
+def test_one_off_instruction_equals_cli():
+    instr = "Please render this English recording in German."
+    text, ids = cli(instruction=instr)
+    with kompakt.Session(shared_model(), n_threads=1) as s:
+        out = s.translate(WAV, instruction=instr, max_tokens=MAX_TOKENS)
+        assert flat(out) == text and s.last_token_ids == ids
+        assert s.last_token_ids != cli()[1]  # another prompt than the model's own
+        raises("INVALID_ARGUMENT", s.translate, WAV, instruction="  ")
 
 
 def flat(text):
@@ -240,10 +255,17 @@ def test_misuse():
     # The raw C API: NULL handles and a wrong struct_size.
     lib = kompakt.library()
     p = lib.kpk_translate_default_params()
-    p.struct_size -= 8
+    p.struct_size -= 4
     text = kompakt.ctypes.c_char_p()
     st = lib.kpk_translate_wav(s._handle, WAV.encode(), kompakt.ctypes.byref(p), kompakt.ctypes.byref(text))
     assert kompakt.STATUS_NAMES[st] == "INVALID_ARGUMENT" and b"struct_size" in lib.kpk_last_error()
+    # A caller built against the first header (no `instruction` field) is served.
+    p = lib.kpk_translate_default_params()
+    p.struct_size -= kompakt.ctypes.sizeof(kompakt.ctypes.c_char_p)
+    p.instruction = b"ignored: past the first version's size"
+    p.max_tokens = MAX_TOKENS
+    st = lib.kpk_translate_wav(s._handle, WAV.encode(), kompakt.ctypes.byref(p), kompakt.ctypes.byref(text))
+    assert kompakt.STATUS_NAMES[st] == "OK" and flat(text.value.decode()) == cli()[0]
     st = lib.kpk_translate_wav(None, WAV.encode(), None, None)
     assert kompakt.STATUS_NAMES[st] == "INVALID_ARGUMENT" and b"NULL" in lib.kpk_last_error()
     lib.kpk_session_free(None)

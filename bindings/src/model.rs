@@ -35,6 +35,10 @@ pub struct kpk_model {
     name: CString,
     architecture: CString,
     languages: CString,
+    /// `prompt.template` (placeholders `{audio}`, `{instruction}`).
+    prompt_template: Option<CString>,
+    /// Target language -> its instruction.
+    instructions: std::collections::BTreeMap<String, CString>,
     n_params: u64,
     storage_bytes: u64,
     size_bin: i32,
@@ -99,6 +103,12 @@ impl kpk_model {
             name: cstring(&config.name),
             architecture: cstring(&architecture),
             languages: cstring(&config.languages().join(",")),
+            prompt_template: config.prompt_template.as_deref().map(cstring),
+            instructions: config
+                .instructions
+                .iter()
+                .map(|(l, i)| (l.clone(), cstring(i)))
+                .collect(),
             n_params: total.params,
             storage_bytes: summary.file_size,
             size_bin: summary.bin.number().map_or(0, i32::from),
@@ -312,4 +322,47 @@ pub unsafe extern "C" fn kpk_model_get_info(
         unsafe { info.write(out) };
         Ok(())
     })
+}
+
+/// The model's prompt template: the prompt text with `{audio}` where the
+/// clip goes and `{instruction}` where the instruction goes (what
+/// `kpk_translate_params.instruction` is put into). NULL when `model` is NULL
+/// or the file has no template (a custom style of a file older than format
+/// 1.3). Owned by the model, valid until `kpk_model_free()`.
+///
+/// # Safety
+/// `model` is NULL or a live model.
+#[no_mangle]
+pub unsafe extern "C" fn kpk_model_prompt_template(model: *const kpk_model) -> *const c_char {
+    if model.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: non-NULL live model per the contract.
+    let m = unsafe { &*model };
+    m.prompt_template
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t.as_ptr())
+}
+
+/// The model's instruction for target `language` (e.g. `"de"`): NULL when an
+/// argument is NULL, the language has no prompt, or the file predates format
+/// 1.3 (which stored only full prompts). Owned by the model, valid until
+/// `kpk_model_free()`.
+///
+/// # Safety
+/// `model` is NULL or a live model; `language` is NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn kpk_model_instruction(
+    model: *const kpk_model,
+    language: *const c_char,
+) -> *const c_char {
+    if model.is_null() || language.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: non-NULL live model and NUL-terminated string per the contract.
+    let (m, lang) = unsafe { (&*model, CStr::from_ptr(language)) };
+    lang.to_str()
+        .ok()
+        .and_then(|l| m.instructions.get(l))
+        .map_or(std::ptr::null(), |i| i.as_ptr())
 }

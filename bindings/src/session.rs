@@ -128,10 +128,65 @@ pub struct kpk_translate_params {
     pub on_progress: kpk_progress_callback,
     /// Passed to both callbacks. Default: NULL.
     pub user_data: *mut c_void,
+    /// A one-off instruction, UTF-8, used instead of the model's instruction
+    /// for `language` (which is then not used): the model's prompt template
+    /// (`kpk_model_prompt_template()`) with this text in place of
+    /// `{instruction}`. NULL means the model's own. Default: NULL. (Added in
+    /// the second version of this struct; callers built against the first
+    /// pass its smaller `struct_size` and get NULL.)
+    pub instruction: *const c_char,
 }
 
 impl CStruct for kpk_translate_params {
     const NAME: &'static str = "kpk_translate_params";
+}
+
+/// `kpk_translate_params` as the first header declared it (no
+/// `instruction`); callers built against it pass `struct_size == sizeof` of
+/// this.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct kpk_translate_params_v1 {
+    struct_size: usize,
+    language: *const c_char,
+    beams: i32,
+    max_tokens: i32,
+    on_text: kpk_text_callback,
+    on_progress: kpk_progress_callback,
+    user_data: *mut c_void,
+}
+
+impl CStruct for kpk_translate_params_v1 {
+    const NAME: &'static str = "kpk_translate_params";
+}
+
+/// Reads a caller's `kpk_translate_params` of this header or of the first
+/// one.
+///
+/// # Safety
+/// `p` is NULL or points to an initialized `kpk_translate_params` of either
+/// version (as its `struct_size` says).
+unsafe fn read_translate_params(
+    p: *const kpk_translate_params,
+) -> Result<kpk_translate_params, Error> {
+    let v1 = p.cast::<kpk_translate_params_v1>();
+    // SAFETY: checks NULL and alignment, then reads the leading usize only.
+    if unsafe { check_struct(v1, "params") }.is_ok() {
+        // SAFETY: checked: a complete first-version struct.
+        let old = unsafe { v1.read() };
+        return Ok(kpk_translate_params {
+            struct_size: std::mem::size_of::<kpk_translate_params>(),
+            language: old.language,
+            beams: old.beams,
+            max_tokens: old.max_tokens,
+            on_text: old.on_text,
+            on_progress: old.on_progress,
+            user_data: old.user_data,
+            instruction: std::ptr::null(),
+        });
+    }
+    // SAFETY: per the contract; fails with this header's size in the message.
+    unsafe { read_struct(p, "params") }
 }
 
 /// The last translation of a session, filled by `kpk_session_last_result()`.
@@ -205,6 +260,7 @@ pub extern "C" fn kpk_translate_default_params() -> kpk_translate_params {
         on_text: None,
         on_progress: None,
         user_data: std::ptr::null_mut(),
+        instruction: std::ptr::null(),
     }
 }
 
@@ -357,8 +413,16 @@ fn options(
         // SAFETY: a NUL-terminated string per the params' contract.
         unsafe { str_arg(p.language, "params->language")? }
     };
+    let instruction = if p.instruction.is_null() {
+        None
+    } else {
+        // SAFETY: a NUL-terminated string per the params' contract.
+        Some(unsafe { str_arg(p.instruction, "params->instruction")? }.to_string())
+    };
     let config = state.session.model().config();
-    if !config.templates.contains_key(lang) {
+    if let Some(i) = &instruction {
+        state.session.model().instruction_prompt(i)?;
+    } else if !config.templates.contains_key(lang) {
         return Err(Error::new(
             kpk_status::UnknownLanguage,
             format!(
@@ -381,6 +445,7 @@ fn options(
     }
     let opts = TranslateOptions {
         lang: lang.to_string(),
+        instruction,
         beams: p.beams as usize,
         max_new_tokens: p.max_tokens as usize,
         ..Default::default()
@@ -460,7 +525,7 @@ unsafe fn translate<'a>(
             kpk_translate_default_params()
         } else {
             // SAFETY: per the contract.
-            unsafe { read_struct(params, "params")? }
+            unsafe { read_translate_params(params)? }
         };
         let mut state =
             match s.state.try_lock() {

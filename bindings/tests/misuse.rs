@@ -8,7 +8,8 @@ use std::ptr;
 use kompakt::kpk_kv_type;
 use kompakt::model::{
     kpk_model, kpk_model_default_params, kpk_model_free, kpk_model_get_info, kpk_model_info,
-    kpk_model_load, kpk_model_load_from_memory, kpk_model_load_huge_pages, kpk_model_params,
+    kpk_model_instruction, kpk_model_load, kpk_model_load_from_memory, kpk_model_load_huge_pages,
+    kpk_model_params, kpk_model_prompt_template,
 };
 use kompakt::session::{
     kpk_result, kpk_session, kpk_session_default_params, kpk_session_free, kpk_session_last_result,
@@ -855,4 +856,56 @@ fn last_error_is_per_thread() {
     let other = std::thread::spawn(last_error).join().unwrap();
     assert_eq!(other, "");
     assert!(last_error().contains("`path` is NULL"));
+}
+
+#[test]
+fn prompts_and_one_off_instructions() {
+    let model = load(common::model_path());
+    let sess = session(model);
+    let audio = pcm();
+    let mut text: *const c_char = ptr::null();
+    let str_of = |p: *const c_char| -> Option<String> {
+        // SAFETY: NULL or a NUL-terminated string owned by the model.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    };
+    // SAFETY: valid or NULL pointers, as each call documents.
+    unsafe {
+        let t = str_of(kpk_model_prompt_template(model)).expect("a template");
+        assert!(t.contains("{audio}") && t.contains("{instruction}"), "{t}");
+        assert_eq!(
+            str_of(kpk_model_instruction(model, c("de").as_ptr())).as_deref(),
+            Some("Translate the English speech into German:")
+        );
+        assert!(kpk_model_instruction(model, c("fr").as_ptr()).is_null());
+        assert!(kpk_model_instruction(model, ptr::null()).is_null());
+        assert!(kpk_model_instruction(ptr::null(), c("de").as_ptr()).is_null());
+        assert!(kpk_model_prompt_template(ptr::null()).is_null());
+
+        // The model's own instruction, given explicitly, changes nothing;
+        // another one changes the output.
+        let mut tp = params();
+        let run = |tp: &kpk_translate_params, text: &mut *const c_char| {
+            let st = kpk_translate_pcm(sess, audio.as_ptr(), audio.len(), tp, text);
+            assert_eq!(st, S::Ok, "{}", last_error());
+            CStr::from_ptr(*text).to_string_lossy().into_owned()
+        };
+        let own = run(&tp, &mut text);
+        let de = c("Translate the English speech into German:");
+        tp.instruction = de.as_ptr();
+        let xx = c("xx");
+        tp.language = xx.as_ptr(); // not used with an instruction
+        assert_eq!(run(&tp, &mut text), own);
+        let other = c("Please render this English recording in German.");
+        tp.instruction = other.as_ptr();
+        assert_ne!(run(&tp, &mut text), own);
+        let bad = c("");
+        tp.instruction = bad.as_ptr();
+        expect(
+            kpk_translate_pcm(sess, audio.as_ptr(), audio.len(), &tp, &mut text),
+            S::InvalidArgument,
+            "instruction is empty",
+        );
+        kpk_session_free(sess);
+        kpk_model_free(model);
+    }
 }

@@ -215,6 +215,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         beams: 1,
         max_new_tokens: args.tokens,
         min_new_tokens: args.tokens,
+        ..Default::default()
     };
     let max_threads = *args.threads.iter().max().unwrap_or(&1);
     let configure = |s: &mut Session| {

@@ -29,6 +29,16 @@ pub struct ConvertArgs {
     /// Prompt format (default: chat when the tokenizer has a chat template)
     #[arg(long, value_enum)]
     pub prompt_style: Option<Style>,
+    /// Instruction for a target language, LANG=TEXT (repeatable): replaces
+    /// the built-in one of de or zh, or adds a language, e.g.
+    /// --instruction de="Translate the English speech into German:"
+    #[arg(long, value_name = "LANG=TEXT")]
+    pub instruction: Vec<String>,
+    /// Prompt template file (UTF-8) used instead of --prompt-style's: the
+    /// prompt text with `{audio}` where the clip goes and `{instruction}`
+    /// where the instruction goes, each exactly once
+    #[arg(long, value_name = "FILE", conflicts_with = "prompt_style")]
+    pub prompt_template: Option<PathBuf>,
     /// Model name stored in the file
     #[arg(long)]
     pub name: Option<String>,
@@ -107,6 +117,22 @@ pub fn run(args: ConvertArgs) -> Result<()> {
         Style::Chat => PromptStyle::Chat,
         Style::Base => PromptStyle::Base,
     });
+    for i in &args.instruction {
+        let Some((lang, text)) = i.split_once('=') else {
+            bail!("--instruction `{i}`: write LANG=TEXT, e.g. de=\"Translate the English speech into German:\"");
+        };
+        opts.instructions
+            .push((lang.trim().to_string(), text.to_string()));
+    }
+    if let Some(path) = &args.prompt_template {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "--prompt-template {}: cannot read it as UTF-8 text",
+                path.display()
+            )
+        })?;
+        opts.prompt_template = Some(text);
+    }
     opts.name = args.name;
     opts.bin = args.bin;
     opts.budget = match (args.bin, args.max_size) {

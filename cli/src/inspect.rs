@@ -223,6 +223,21 @@ fn to_text(file: &KpkFile, s: &Summary, args: &InspectArgs) -> String {
             s.languages.join(", ")
         }
     );
+    if let Some(t) = meta.opt_str("prompt.template") {
+        let _ = writeln!(o, "  template:    {}", quoted(t));
+    }
+    for lang in &s.languages {
+        match meta.opt_str(&format!("prompt.instruction.{lang}")) {
+            Some(i) => {
+                let _ = writeln!(o, "  {lang:<12} {}", quoted(i));
+            }
+            None => {
+                if let Some(full) = meta.opt_str(&format!("prompt.template.{lang}")) {
+                    let _ = writeln!(o, "  {lang:<12} {} (full prompt)", quoted(full));
+                }
+            }
+        }
+    }
     let _ = writeln!(
         o,
         "storage:       {} bytes = {:.3} MB = {:.3} MiB",
@@ -354,6 +369,15 @@ fn to_json(file: &KpkFile, s: &Summary, args: &InspectArgs) -> Value {
         "llm": dims_json(meta, &LLM_KEYS),
         "prompt_style": str_meta("prompt.style"),
         "languages": s.languages,
+        "prompts": {
+            "template": str_meta("prompt.template"),
+            "instructions": s.languages.iter()
+                .map(|l| (l.clone(), str_meta(&format!("prompt.instruction.{l}"))))
+                .collect::<serde_json::Map<String, Value>>(),
+            "full": s.languages.iter()
+                .map(|l| (l.clone(), str_meta(&format!("prompt.template.{l}"))))
+                .collect::<serde_json::Map<String, Value>>(),
+        },
         "storage": {
             "bytes": s.file_size,
             "mb": s.size_mb(),
@@ -376,4 +400,14 @@ fn to_json(file: &KpkFile, s: &Summary, args: &InspectArgs) -> Value {
         },
         "verified": args.verify,
     })
+}
+
+/// A prompt text on one line: quoted, line feeds as `\n`.
+fn quoted(text: &str) -> String {
+    format!(
+        "\"{}\"",
+        text.replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('"', "\\\"")
+    )
 }

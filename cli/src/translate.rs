@@ -38,6 +38,12 @@ pub struct TranslateArgs {
     /// Target language (a prompt stored in the model: de, zh)
     #[arg(long, default_value = "de")]
     pub lang: String,
+    /// A one-off instruction instead of the model's one for --lang (e.g.
+    /// "Translate the English speech into German, formally:"), put into the
+    /// model's prompt template (`kompakt inspect` shows it); --lang then only
+    /// labels the output
+    #[arg(long, value_name = "TEXT")]
+    pub instruction: Option<String>,
     /// Beam width (1 = greedy)
     #[arg(long, default_value_t = 1)]
     pub beams: usize,
@@ -513,7 +519,9 @@ fn run_jobs(
     let t0 = Instant::now();
     let model = Arc::new(crate::load_model(&args.model, args.huge_pages)?);
     let load_s = t0.elapsed().as_secs_f64();
-    if !model.config().templates.contains_key(&args.lang) {
+    if let Some(i) = &args.instruction {
+        model.instruction_prompt(i)?;
+    } else if !model.config().templates.contains_key(&args.lang) {
         bail!(
             "target language `{}` is not in this model (available: {})",
             args.lang,
@@ -525,6 +533,7 @@ fn run_jobs(
     session.set_prefill_chunk(args.prefill_chunk);
     let opts = TranslateOptions {
         lang: args.lang.clone(),
+        instruction: args.instruction.clone(),
         beams: args.beams,
         max_new_tokens: args.max_tokens,
         ..Default::default()

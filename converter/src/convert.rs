@@ -31,6 +31,12 @@ pub struct ConvertOptions {
     pub dtype: DType,
     /// `None` = chat if the tokenizer has a chat template, else base.
     pub prompt_style: Option<PromptStyle>,
+    /// A prompt template with `{audio}` and `{instruction}` (see
+    /// `kompakt_format::prompt`) used instead of the style's.
+    pub prompt_template: Option<String>,
+    /// Instructions by target language: replace the built-in ones of `de`
+    /// and `zh`, or add languages.
+    pub instructions: Vec<(String, String)>,
     pub name: Option<String>,
     /// Fit the file under this many bytes with a mixed-precision allocation
     /// (then `dtype` is ignored for the allocated tensors).
@@ -79,6 +85,8 @@ impl ConvertOptions {
             out: out.into(),
             dtype,
             prompt_style: None,
+            prompt_template: None,
+            instructions: Vec::new(),
             name: None,
             budget: None,
             bin: None,
@@ -153,7 +161,7 @@ struct Layout<'a> {
     enc_layers: &'a [usize],
     llm_layers: &'a [usize],
     kept: Option<&'a [u32]>,
-    style: PromptStyle,
+    prompts: &'a Prompts,
     plan: Option<&'a crate::plan::Plan>,
     /// `tokenizer.json` as read, and the compressed metadata value of it.
     tokenizer_json: &'a [u8],
@@ -185,20 +193,91 @@ fn prompt_style(opts: &ConvertOptions) -> Result<PromptStyle> {
     )
 }
 
-/// Instruction per target language.
-pub const INSTRUCTIONS: [(&str, &str); 2] = [
-    ("de", "Translate the English speech into German:"),
-    ("zh", "Translate the English speech into Chinese:"),
-];
+/// Instruction per target language (the built-in ones).
+pub const INSTRUCTIONS: [(&str, &str); 2] = kompakt_format::prompt::DEFAULT_INSTRUCTIONS;
 
 /// The full prompt for `instruction` in `style`.
 pub fn prompt_template(style: PromptStyle, instruction: &str) -> String {
-    match style {
-        PromptStyle::Chat => format!(
-            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nAudio 1: \
-             <|audio_bos|><|AUDIO|><|audio_eos|>\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
-        ),
-        PromptStyle::Base => format!("<|audio_bos|><|AUDIO|><|audio_eos|>{instruction}"),
+    let template = match style {
+        PromptStyle::Chat => kompakt_format::prompt::CHAT_TEMPLATE,
+        PromptStyle::Base => kompakt_format::prompt::BASE_TEMPLATE,
+    };
+    kompakt_format::prompt::expand(template, instruction).expect("built-in template")
+}
+
+/// The prompts a file stores: the template, its style name and the
+/// instruction of every target language.
+#[derive(Clone, Debug)]
+pub struct Prompts {
+    /// `chat`, `base` or `custom`.
+    pub style: &'static str,
+    /// With `{audio}` and `{instruction}`.
+    pub template: String,
+    /// Target language -> instruction, sorted by language.
+    pub instructions: std::collections::BTreeMap<String, String>,
+}
+
+impl Prompts {
+    /// Checks the options' template and instructions and merges them with
+    /// the built-in ones.
+    pub fn new(
+        style: PromptStyle,
+        template: Option<&str>,
+        instructions: &[(String, String)],
+    ) -> Result<Prompts> {
+        let bad = |m: String| ConvertError::Option(m);
+        let (style, template) = match template {
+            Some(t) => {
+                kompakt_format::prompt::check_template(t)
+                    .map_err(|e| bad(format!("--prompt-template: {e}")))?;
+                ("custom", t.to_string())
+            }
+            None => match style {
+                PromptStyle::Chat => ("chat", kompakt_format::prompt::CHAT_TEMPLATE.to_string()),
+                PromptStyle::Base => ("base", kompakt_format::prompt::BASE_TEMPLATE.to_string()),
+            },
+        };
+        let mut map: std::collections::BTreeMap<String, String> = INSTRUCTIONS
+            .iter()
+            .map(|(l, i)| (l.to_string(), i.to_string()))
+            .collect();
+        let mut given = std::collections::BTreeSet::new();
+        for (lang, text) in instructions {
+            let valid = !lang.is_empty()
+                && lang.len() <= 16
+                && lang
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                return Err(bad(format!(
+                    "--instruction `{lang}=...`: the language code must be 1-16 letters, digits, `-` or `_` (e.g. de, zh, pt-BR)"
+                )));
+            }
+            if !given.insert(lang.clone()) {
+                return Err(bad(format!(
+                    "--instruction: language `{lang}` is given twice"
+                )));
+            }
+            kompakt_format::prompt::expand(&template, text)
+                .map_err(|e| bad(format!("--instruction {lang}: {e}")))?;
+            map.insert(lang.clone(), text.clone());
+        }
+        Ok(Prompts {
+            style,
+            template,
+            instructions: map,
+        })
+    }
+
+    /// The full prompt of every language, in language order.
+    pub fn full(&self) -> Vec<(String, String)> {
+        self.instructions
+            .iter()
+            .map(|(l, i)| {
+                let text = kompakt_format::prompt::expand(&self.template, i).expect("checked");
+                (l.clone(), text)
+            })
+            .collect()
     }
 }
 
@@ -441,11 +520,12 @@ pub fn convert(
         MetaValue::Bytes(b) => b.len() as u64,
         _ => tok_bytes.len() as u64,
     };
-    let style = prompt_style(opts)?;
-    let prompts: Vec<String> = INSTRUCTIONS
-        .iter()
-        .map(|(_, i)| prompt_template(style, i))
-        .collect();
+    let prompt_set = Prompts::new(
+        prompt_style(opts)?,
+        opts.prompt_template.as_deref(),
+        &opts.instructions,
+    )?;
+    let prompts: Vec<String> = prompt_set.full().into_iter().map(|(_, p)| p).collect();
     let kept: Option<Vec<u32>> = match &opts.keep_vocab {
         None => None,
         Some(k) => Some(crate::vocab::select(&tok_bytes, hp.vocab, k, &prompts)?),
@@ -565,7 +645,7 @@ pub fn convert(
         enc_layers: &enc_layers,
         llm_layers: &llm_layers,
         kept: kept.as_deref(),
-        style,
+        prompts: &prompt_set,
         plan: plan.as_ref(),
         tokenizer_json: &tok_bytes,
         tokenizer_zstd: &tok_zstd,
@@ -802,28 +882,23 @@ fn write_metadata(
     put(meta, "tokenizer.eos_ids", I64s(eos))?;
 
     // Prompts.
-    let style = layout.style;
-    put(
-        meta,
-        "prompt.style",
-        Str(if style == PromptStyle::Chat {
-            "chat"
-        } else {
-            "base"
-        }
-        .into()),
-    )?;
+    let p = layout.prompts;
+    put(meta, "prompt.style", Str(p.style.into()))?;
     put(
         meta,
         "prompt.languages",
-        Strs(INSTRUCTIONS.iter().map(|(l, _)| l.to_string()).collect()),
+        Strs(p.instructions.keys().cloned().collect()),
     )?;
-    for (lang, instr) in INSTRUCTIONS {
+    put(meta, "prompt.template", Str(p.template.clone()))?;
+    for (lang, instruction) in &p.instructions {
         put(
             meta,
-            &format!("prompt.template.{lang}"),
-            Str(prompt_template(style, instr)),
+            &format!("prompt.instruction.{lang}"),
+            Str(instruction.clone()),
         )?;
+    }
+    for (lang, text) in p.full() {
+        put(meta, &format!("prompt.template.{lang}"), Str(text))?;
     }
 
     // Provenance and parameter counts.

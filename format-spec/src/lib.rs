@@ -20,6 +20,7 @@ pub mod error;
 pub mod layout;
 pub mod metadata;
 pub mod parse;
+pub mod prompt;
 pub mod reader;
 pub mod summary;
 pub mod writer;

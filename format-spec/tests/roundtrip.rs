@@ -83,7 +83,7 @@ proptest! {
         let from_mem = KpkFile::from_bytes(std::fs::read(&path).unwrap()).unwrap();
         for f in [&from_disk, &from_mem] {
             f.verify().unwrap();
-            prop_assert_eq!(f.version(), (1, 2));
+            prop_assert_eq!(f.version(), (1, kompakt_format::layout::VERSION_MINOR));
             prop_assert_eq!(f.metadata(), &expected);
             let names: Vec<&str> = f.tensors().map(|t| t.name.as_str()).collect();
             let want: Vec<&str> = tensors.keys().map(String::as_str).collect();

@@ -81,6 +81,12 @@ pub struct ModelConfig {
     pub prompt_style: String,
     /// Target language code -> full prompt text with one `<|AUDIO|>`.
     pub templates: BTreeMap<String, String>,
+    /// The template with `{audio}` and `{instruction}` (FORMAT.md 1.3), for
+    /// one-off instructions; `None` when the file has none and its style is
+    /// not `chat` or `base`.
+    pub prompt_template: Option<String>,
+    /// Target language code -> instruction (files of format 1.3 and later).
+    pub instructions: BTreeMap<String, String>,
     /// Row -> original token id, when the vocabulary was trimmed.
     pub kept_ids: Option<Vec<u32>>,
 }
@@ -176,6 +182,26 @@ impl ModelConfig {
             }
             templates.insert(lang.clone(), text.to_string());
         }
+        let prompt_style = meta.opt_str("prompt.style").unwrap_or("chat").to_string();
+        let prompt_template = match meta.opt_str("prompt.template") {
+            Some(t) => {
+                kompakt_format::prompt::check_template(t).map_err(|e| {
+                    RuntimeError::InvalidModel(format!("metadata `prompt.template`: {e}"))
+                })?;
+                Some(t.to_string())
+            }
+            None => match prompt_style.as_str() {
+                "chat" => Some(kompakt_format::prompt::CHAT_TEMPLATE.to_string()),
+                "base" => Some(kompakt_format::prompt::BASE_TEMPLATE.to_string()),
+                _ => None,
+            },
+        };
+        let mut instructions = BTreeMap::new();
+        for lang in templates.keys() {
+            if let Some(i) = meta.opt_str(&format!("prompt.instruction.{lang}")) {
+                instructions.insert(lang.clone(), i.to_string());
+            }
+        }
         let kept_ids = match meta.opt_i64s("vocab.kept_ids") {
             Some(v) => Some(ids("vocab.kept_ids", v)?),
             None => None,
@@ -197,8 +223,10 @@ impl ModelConfig {
             audio,
             llm,
             special,
-            prompt_style: meta.opt_str("prompt.style").unwrap_or("chat").to_string(),
+            prompt_style,
             templates,
+            prompt_template,
+            instructions,
             kept_ids,
         })
     }

@@ -129,12 +129,32 @@ impl Model {
             })
     }
 
+    /// The prompt text for a one-off `instruction`: the file's template
+    /// (FORMAT.md, `prompt.template`) with the instruction in place.
+    pub fn instruction_prompt(&self, instruction: &str) -> Result<String> {
+        let template = self.config.prompt_template.as_deref().ok_or_else(|| {
+            RuntimeError::InvalidArgument(format!(
+                "this model's prompt style `{}` has no template for a custom instruction; \
+                 re-convert it with `kompakt convert --prompt-template FILE`",
+                self.config.prompt_style
+            ))
+        })?;
+        kompakt_format::prompt::expand(template, instruction)
+            .map_err(|e| RuntimeError::InvalidArgument(format!("--instruction: {e}")))
+    }
+
     /// Token ids (original id space) of the prompt for `lang` with
     /// `n_audio` audio tokens; also the index of the first audio token.
     pub fn prompt_ids(&self, lang: &str, n_audio: usize) -> Result<(Vec<u32>, usize)> {
         let template = self.template(lang)?;
-        let (before, after) = template.split_once("<|AUDIO|>").ok_or_else(|| {
-            RuntimeError::InvalidModel(format!("prompt for `{lang}` has no <|AUDIO|> placeholder"))
+        self.prompt_text_ids(template, n_audio)
+    }
+
+    /// Token ids of a full prompt text with its single `<|AUDIO|>` expanded
+    /// to `n_audio` audio tokens; also the index of the first audio token.
+    pub fn prompt_text_ids(&self, text: &str, n_audio: usize) -> Result<(Vec<u32>, usize)> {
+        let (before, after) = text.split_once("<|AUDIO|>").ok_or_else(|| {
+            RuntimeError::InvalidArgument("the prompt has no <|AUDIO|> placeholder".into())
         })?;
         let enc = |s: &str| -> Result<Vec<u32>> {
             Ok(self

@@ -17,6 +17,10 @@ use crate::taps::Taps;
 pub struct TranslateOptions {
     /// Target language code with a prompt in the model (`de`, `zh`).
     pub lang: String,
+    /// A one-off instruction in place of the model's instruction for
+    /// `lang` (then `lang` is not used): the model's prompt template with
+    /// this text as `{instruction}`.
+    pub instruction: Option<String>,
     /// 1 = greedy; more = beam search.
     pub beams: usize,
     /// Upper limit of generated tokens.
@@ -30,6 +34,7 @@ impl Default for TranslateOptions {
     fn default() -> Self {
         TranslateOptions {
             lang: "de".into(),
+            instruction: None,
             beams: 1,
             max_new_tokens: 256,
             min_new_tokens: 0,
@@ -364,8 +369,15 @@ impl Session {
                 opts.min_new_tokens, opts.max_new_tokens
             )));
         }
-        // Fails before any audio work when the language is unknown.
-        self.model.template(&opts.lang)?;
+        // Fails before any audio work when the prompt cannot be made.
+        match &opts.instruction {
+            Some(i) => {
+                self.model.instruction_prompt(i)?;
+            }
+            None => {
+                self.model.template(&opts.lang)?;
+            }
+        }
         if let Some(i) = samples.iter().position(|v| !v.is_finite()) {
             return Err(RuntimeError::InvalidArgument(format!(
                 "sample {i} is not a finite number"
@@ -396,7 +408,10 @@ impl Session {
         mut timings: Timings,
     ) -> Result<Translation> {
         let m = self.model.clone();
-        let (ids, start) = m.prompt_ids(&opts.lang, audio.n)?;
+        let (ids, start) = match &opts.instruction {
+            Some(i) => m.prompt_text_ids(&m.instruction_prompt(i)?, audio.n)?,
+            None => m.prompt_ids(&opts.lang, audio.n)?,
+        };
         let n = ids.len();
         let needed = n + opts.max_new_tokens;
         if needed > m.config.llm.max_position_embeddings {

@@ -304,6 +304,15 @@ typedef struct kpk_translate_params {
    * Passed to both callbacks. Default: NULL.
    */
   void *user_data;
+  /**
+   * A one-off instruction, UTF-8, used instead of the model's instruction
+   * for `language` (which is then not used): the model's prompt template
+   * (`kpk_model_prompt_template()`) with this text in place of
+   * `{instruction}`. NULL means the model's own. Default: NULL. (Added in
+   * the second version of this struct; callers built against the first
+   * pass its smaller `struct_size` and get NULL.)
+   */
+  const char *instruction;
 } kpk_translate_params;
 
 /**
@@ -450,6 +459,29 @@ void kpk_model_free(struct kpk_model *model);
  * `kpk_model_info`.
  */
 enum kpk_status kpk_model_get_info(const struct kpk_model *model, struct kpk_model_info *info);
+
+/**
+ * The model's prompt template: the prompt text with `{audio}` where the
+ * clip goes and `{instruction}` where the instruction goes (what
+ * `kpk_translate_params.instruction` is put into). NULL when `model` is NULL
+ * or the file has no template (a custom style of a file older than format
+ * 1.3). Owned by the model, valid until `kpk_model_free()`.
+ *
+ * # Safety
+ * `model` is NULL or a live model.
+ */
+const char *kpk_model_prompt_template(const struct kpk_model *model);
+
+/**
+ * The model's instruction for target `language` (e.g. `"de"`): NULL when an
+ * argument is NULL, the language has no prompt, or the file predates format
+ * 1.3 (which stored only full prompts). Owned by the model, valid until
+ * `kpk_model_free()`.
+ *
+ * # Safety
+ * `model` is NULL or a live model; `language` is NULL or NUL-terminated.
+ */
+const char *kpk_model_instruction(const struct kpk_model *model, const char *language);
 
 /**
  * The default session parameters.
