@@ -94,7 +94,9 @@ impl Error {
 
 fn format_status(e: &FormatError) -> kpk_status {
     match e {
-        FormatError::Io { .. } | FormatError::DiskFull { .. } => kpk_status::Io,
+        FormatError::Io { .. } | FormatError::DiskFull { .. } | FormatError::NotAFile { .. } => {
+            kpk_status::Io
+        }
         FormatError::UnsupportedVersion { .. } | FormatError::UnknownDType { .. } => {
             kpk_status::Unsupported
         }

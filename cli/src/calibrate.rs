@@ -107,9 +107,7 @@ pub fn run(args: CalibrateArgs) -> Result<()> {
     if args.window < 2 {
         bail!("--window must be at least 2");
     }
-    let model = Arc::new(
-        Model::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?,
-    );
+    let model = Arc::new(crate::load_model(&args.model, false)?);
     model
         .template(&args.lang)
         .with_context(|| format!("--lang {}", args.lang))?;

@@ -68,9 +68,7 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 }
 
 fn load(path: &Path) -> Result<Arc<Model>> {
-    Ok(Arc::new(
-        Model::load(path).with_context(|| format!("loading {}", path.display()))?,
-    ))
+    Ok(Arc::new(crate::load_model(path, false)?))
 }
 
 fn wavs(dir: &Path) -> Result<Vec<PathBuf>> {

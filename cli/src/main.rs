@@ -50,6 +50,15 @@ fn main() {
         Command::Calibrate(args) => calibrate::run(args),
     };
     if let Err(err) = result {
+        // A reader that went away (`kompakt translate ... | head`) ends the
+        // command quietly, as it ends other Unix tools.
+        let broken_pipe = err.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
         eprintln!("error: {}", one_line(&err));
         std::process::exit(1);
     }
@@ -77,11 +86,19 @@ pub(crate) fn load_model(
     path: &std::path::Path,
     huge_pages: bool,
 ) -> anyhow::Result<kompakt_runtime::Model> {
-    use anyhow::Context;
     let m = if huge_pages {
         kompakt_runtime::Model::load_in_huge_pages(path)
     } else {
         kompakt_runtime::Model::load(path)
     };
-    m.with_context(|| format!("loading {}", path.display()))
+    // The runtime's errors about the file already name it.
+    m.map_err(|e| {
+        let text = e.to_string();
+        let e = anyhow::Error::new(e);
+        if text.contains(&path.display().to_string()) {
+            e
+        } else {
+            e.context(format!("loading {}", path.display()))
+        }
+    })
 }

@@ -154,6 +154,13 @@ impl Job {
 /// Jobs of a segment list.
 fn plan_list(list_path: &Path, wav_dir: Option<&Path>, keep_going: bool) -> Result<Vec<Job>> {
     let list = SegmentList::read(list_path)?;
+    if list.entries.is_empty() {
+        bail!(
+            "{}: the segment list has no entries (expected lines like \
+             `- {{duration: 5.0, offset: 0.0, speaker_id: spk1, wav: talk.wav}}`)",
+            list_path.display()
+        );
+    }
     let dir = match wav_dir {
         Some(d) => d.to_path_buf(),
         None => list_path

@@ -20,6 +20,10 @@ pub enum FormatError {
         source: std::io::Error,
     },
 
+    /// The path is a directory, a device or another non-regular file.
+    #[error("{file}: is {kind}, not a .kpk file")]
+    NotAFile { file: String, kind: &'static str },
+
     /// The disk (or quota) is full while writing.
     #[error("{file}: disk full during {op}: {source}")]
     DiskFull {
@@ -31,7 +35,7 @@ pub enum FormatError {
 
     /// The first 8 bytes are not `KOMPAKT\0`: not a `.kpk` file, or a file
     /// whose header was never finalized (interrupted write).
-    #[error("{file}: field `magic` at offset 0: expected \"KOMPAKT\\0\", found {found:02x?} (not a .kpk file, or an unfinished write)")]
+    #[error("{file}: not a .kpk file (or an unfinished write): it starts with {} where a .kpk file starts with \"KOMPAKT\\0\"", bytes_text(found))]
     BadMagic { file: String, found: Vec<u8> },
 
     /// The endianness tag reads byte-swapped: the file was written big-endian.
@@ -283,6 +287,23 @@ pub enum FormatError {
     /// entries, ...).
     #[error("{file}: {reason}")]
     InvalidInput { file: String, reason: String },
+}
+
+/// Bytes for a message: hex, then the printable ASCII among them (others as
+/// `.`), e.g. `4a 44 45 49 ("JDEI")`.
+pub(crate) fn bytes_text(bytes: &[u8]) -> String {
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let text: String = bytes
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!("the bytes {} (\"{text}\")", hex.join(" "))
 }
 
 impl FormatError {

@@ -126,6 +126,7 @@ impl KpkFile {
         let path = path.as_ref();
         let label = path.display().to_string();
         let file = std::fs::File::open(path).map_err(|e| FormatError::io(&label, "open", e))?;
+        check_regular(&file, &label)?;
         // SAFETY: the map is read-only. As with every mmap reader, the file
         // must not be truncated or rewritten by another process while mapped;
         // the writer never modifies a finished file in place (it renames a
@@ -153,6 +154,9 @@ impl KpkFile {
     pub fn open_in_huge_pages(path: impl AsRef<Path>) -> Result<KpkFile> {
         let path = path.as_ref();
         let label = path.display().to_string();
+        let file = std::fs::File::open(path).map_err(|e| FormatError::io(&label, "open", e))?;
+        check_regular(&file, &label)?;
+        drop(file);
         let backing = huge_page_copy(path, &label)?;
         KpkFile::build(backing, label, Some(path.to_path_buf()))
     }
@@ -358,6 +362,44 @@ impl<'a> TensorView<'a> {
             }),
         }
     }
+}
+
+/// Fails with [`FormatError::NotAFile`] unless `file` is a regular file.
+fn check_regular(file: &std::fs::File, label: &str) -> Result<()> {
+    let t = file
+        .metadata()
+        .map_err(|e| FormatError::io(label, "stat", e))?
+        .file_type();
+    if t.is_file() {
+        return Ok(());
+    }
+    let kind = if t.is_dir() {
+        "a directory"
+    } else {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if t.is_char_device() {
+                "a character device"
+            } else if t.is_block_device() {
+                "a block device"
+            } else if t.is_fifo() {
+                "a pipe"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "not a regular file"
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            "not a regular file"
+        }
+    };
+    Err(FormatError::NotAFile {
+        file: label.to_string(),
+        kind,
+    })
 }
 
 #[cfg(test)]

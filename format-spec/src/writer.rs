@@ -74,12 +74,36 @@ impl KpkWriter {
         let mut tmp_name = file_name.to_os_string();
         tmp_name.push(format!(".tmp-{}-{n}", std::process::id()));
         let tmp_path = final_path.with_file_name(tmp_name);
-        let tmp_label = tmp_path.display().to_string();
+        // Errors name the user's path, not the temporary one.
+        let dir = match final_path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            let reason = if dir.exists() {
+                format!("cannot write here: `{}` is not a directory", dir.display())
+            } else {
+                format!(
+                    "cannot write here: the directory `{}` does not exist",
+                    dir.display()
+                )
+            };
+            return Err(FormatError::InvalidInput {
+                file: label,
+                reason,
+            });
+        }
+        if final_path.is_dir() {
+            return Err(FormatError::InvalidInput {
+                file: label,
+                reason: "is a directory; give the path of the file to write".to_string(),
+            });
+        }
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&tmp_path)
-            .map_err(|e| FormatError::io(&tmp_label, "create", e))?;
+            .map_err(|e| FormatError::io(&label, "create", e))?;
         let mut w = KpkWriter {
             out: Some(BufWriter::with_capacity(1 << 20, file)),
             tmp_path,
@@ -111,11 +135,11 @@ impl KpkWriter {
     }
 
     fn write_all(&mut self, bytes: &[u8], op: &'static str) -> Result<()> {
-        let tmp = &self.tmp_path;
+        let label = &self.label;
         match self.out.as_mut() {
             Some(out) => out
                 .write_all(bytes)
-                .map_err(|e| FormatError::io(&tmp.display().to_string(), op, e)),
+                .map_err(|e| FormatError::io(label, op, e)),
             None => Err(FormatError::InvalidInput {
                 file: self.label.clone(),
                 reason: "writer already failed".to_string(),
@@ -334,8 +358,8 @@ impl KpkWriter {
         self.write_all(&meta, "write metadata")?;
         self.write_all(&dir, "write directory")?;
 
-        let tmp_label = self.tmp_path.display().to_string();
-        let io = |op, e| FormatError::io(&tmp_label, op, e);
+        let label = self.label.clone();
+        let io = |op, e| FormatError::io(&label, op, e);
         let out = self.out.take().ok_or_else(|| FormatError::InvalidInput {
             file: self.label.clone(),
             reason: "writer already failed".to_string(),

@@ -277,8 +277,11 @@ fn decode<R: Read + Seek>(
                 b"RIFX" => "big-endian RIFX files are not supported".to_string(),
                 b"RF64" => "RF64 files are not supported".to_string(),
                 _ => format!(
-                    "no RIFF tag, the file starts with {:?}",
-                    m.escape_ascii().to_string()
+                    "no RIFF tag: it starts with the bytes {} (\"{}\") where a WAV file starts with \"RIFF\"",
+                    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" "),
+                    m.iter()
+                        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' })
+                        .collect::<String>()
                 ),
             };
             return Err(AudioError::NotWav {
@@ -289,10 +292,7 @@ fn decode<R: Read + Seek>(
         Sniff::NotWave(m) => {
             return Err(AudioError::NotWav {
                 name: name.to_string(),
-                reason: format!(
-                    "RIFF form type is {:?}, not WAVE",
-                    m.escape_ascii().to_string()
-                ),
+                reason: format!("RIFF form type is \"{}\", not \"WAVE\"", m.escape_ascii()),
             })
         }
         Sniff::NoFmt => None,
