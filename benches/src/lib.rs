@@ -5,7 +5,7 @@
 //! quantizing 64 random rows and repeating their bytes.
 
 use kompakt_kernels::{matmul, quantize, DType, WeightRef};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[cfg(feature = "ggml")]
@@ -33,6 +33,17 @@ pub const SHAPES: [(&str, usize, usize); 8] = [
 pub const LARGE_SHAPES: [(&str, usize, usize); 3] = [SHAPES[1], SHAPES[2], SHAPES[6]];
 
 pub const KTYPES: [DType; 5] = [DType::Q8_0, DType::Q4K, DType::Q3K, DType::Q2K, DType::IQ2];
+
+/// Where the benches' inputs and outputs live by default: `$KOMPAKT_DATA`,
+/// else `$HOME/kompakt-data` (the proxy under `proxy/`, the evaluation data
+/// under `evaldata/`, the `quant-quality` tensors under `qq/`, the libmtmd
+/// files under `mtmd/`). Every binary's command-line paths override it.
+pub fn data_dir() -> PathBuf {
+    match std::env::var_os("KOMPAKT_DATA") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join("kompakt-data"),
+    }
+}
 
 /// `KOMPAKT_BENCH_SHORT=1` or a `--short` argument.
 pub fn short_mode() -> bool {

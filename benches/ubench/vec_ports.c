@@ -2,7 +2,7 @@
 // kernel uses, alone and in pairs, and of its vector loads, in cycles (a
 // chain of 1-cycle integer adds calibrates the clock). Two instructions that
 // share an execution port pair run at 1.0 cycle per pair; on disjoint ports
-// at 0.5. See benches/README.md ("What bounds it").
+// at 0.5. See docs/notes/2026-11-29-q4k-matvec-q4kx4-prefetch.md ("What bounds it").
 //
 //   gcc -O2 -mavx2 -mavx512vl -mavx512vnni benches/ubench/vec_ports.c -o /tmp/vec_ports && /tmp/vec_ports
 #include <immintrin.h>

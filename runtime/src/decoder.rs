@@ -37,7 +37,7 @@ pub struct Decoder {
 /// `n_ubatch`): 512 rows are still a large mat-mat (the weights are
 /// streamed once per 512 positions), and bound a 7B decoder layer's
 /// activations to a few tens of MB. Measured against 256 and one pass in
-/// `benches/README.md` (full-size models per bin).
+/// `docs/notes/2026-11-29-full-size-bins.md`.
 pub const PREFILL_CHUNK: usize = 512;
 
 /// Which rows of a forward pass need logits.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Per-bin models of the full-size Qwen2-Audio-7B shape, benchmarked on this
-# machine; the table goes into benches/README.md.
+# machine; the table is printed and written to DATA_DIR/bench-bins.md (a run worth keeping goes
+# into a dated note under docs/notes/ and its summary into RESULTS.md).
 #
 #   scripts/bench/bench-bins.sh DATA_DIR [bins...]     (default bins: 1 2 3)
 #
@@ -42,5 +43,4 @@ for b in $bins; do
     --threads "${THREADS:-1,2}" --repeat "${REPEAT:-1}" --json > "$data/bench-bin$b.json"
   reports+=("$data/bench-bin$b.json")
 done
-python3 "$root/scripts/bench/bench_table.py" "${reports[@]}" --readme "$root/benches/README.md"
-python3 "$root/scripts/bench/bench_table.py" "${reports[@]}"
+python3 "$root/scripts/bench/bench_table.py" "${reports[@]}" | tee "$data/bench-bins.md"

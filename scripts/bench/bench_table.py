@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Render `kompakt bench --json` reports as one markdown table.
 
-    python3 scripts/bench/bench_table.py bench-bin1.json bench-bin2.json ... [--readme benches/README.md]
+    python3 scripts/bench/bench_table.py bench-bin1.json bench-bin2.json ... [--readme FILE.md]
 
 With --readme the table replaces the text between the markers
 `<!-- bench-bins:begin -->` and `<!-- bench-bins:end -->` in that file.

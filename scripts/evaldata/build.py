@@ -12,7 +12,7 @@ languages, so a held-out line never comes from a catalog used for calibration; t
 line whose hash also occurs in held-out is dropped. Speech: espeak-ng speaks ~20 held-out English
 sentences; sox resamples them to 16 kHz mono 16-bit WAVs.
 
-    python3 scripts/evaldata/build.py --out /work/data/evaldata
+    python3 scripts/evaldata/build.py --out "$KOMPAKT_DATA/evaldata"     # KOMPAKT_DATA: e.g. ~/kompakt-data
 
 Output: OUT/{calib,heldout}/{en,de,zh}.txt (one line per message), OUT/audio/en_NN.wav + en_NN.txt,
 OUT/MANIFEST.json (source catalog and package of every line, hashes, tool versions).

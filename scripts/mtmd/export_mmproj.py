@@ -32,13 +32,16 @@ llama.cpp loads it with `vocab_only`: no weights and no hyperparameters
 (its n_embd reads 0, so libmtmd skips the width check a full model gets).
 
 Usage:
-    python3 scripts/mtmd/export_mmproj.py --checkpoint /work/data/synth-7b \
-        --out /work/data/mtmd [--outtype f16 q8_0]
+    python3 scripts/mtmd/export_mmproj.py [--checkpoint $KOMPAKT_DATA/synth-7b] \
+        [--out $KOMPAKT_DATA/mtmd] [--outtype f16 q8_0]
+
+KOMPAKT_DATA defaults to ~/kompakt-data.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -179,8 +182,9 @@ def write_vocab(ckpt: Path, cfg: dict, out: Path) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    data = Path(os.environ.get("KOMPAKT_DATA", os.path.expanduser("~/kompakt-data")))
+    p.add_argument("--checkpoint", type=Path, default=data / "synth-7b")
+    p.add_argument("--out", type=Path, default=data / "mtmd")
     p.add_argument("--outtype", nargs="+", choices=sorted(QTYPE), default=["f16", "q8_0"])
     args = p.parse_args()
     cfg = load_config(args.checkpoint)

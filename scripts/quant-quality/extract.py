@@ -18,7 +18,7 @@
    gate/up: ffn_norm output; down: silu(gate)*up; token_embd (tied lm_head):
    output_norm output. Written as `<tensor>.imp.npy`.
 
-Usage: python3 scripts/quant-quality/extract.py [DATA=/work/data]
+Usage: python3 scripts/quant-quality/extract.py [DATA=$KOMPAKT_DATA]  (KOMPAKT_DATA defaults to ~/kompakt-data)
 Requirements pinned in requirements.txt next to this file.
 """
 
@@ -177,7 +177,7 @@ def forward_stats(m: Model, seqs):
 
 
 def main():
-    data = Path(sys.argv[1] if len(sys.argv) > 1 else "/work/data")
+    data = Path(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("KOMPAKT_DATA", os.path.expanduser("~/kompakt-data")))
     path = fetch(data)
     m = Model(path)
     tok = tokenizer(m)

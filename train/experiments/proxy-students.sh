@@ -3,17 +3,19 @@
 # Qwen2.5-0.5B LLM, scripts/proxy) keeping 50 % and 25 % of the decoder blocks' parameters, by
 # depth and by width, pruned by activation importance, each distilled within the same budget.
 #
-#   python3 scripts/proxy/build_proxy.py --out /work/data/proxy
-#   python3 scripts/evaldata/build.py --out /work/data/evaldata
+#   python3 scripts/proxy/build_proxy.py --out "${KOMPAKT_DATA:-$HOME/kompakt-data}/proxy"
+#   python3 scripts/evaldata/build.py --out "${KOMPAKT_DATA:-$HOME/kompakt-data}/evaldata"
 #   bash train/experiments/proxy-students.sh [TOKENS] [STUDENTS...]
 #
-# Writes under $WORK (default /work/data/students): imp.safetensors, <student>/ (pruned),
-# <student>-kd/ (distilled: kompakt_train.json, learning_curve.{json,png}), logs/*.log,
-# results.jsonl (one line per distillation, the --json result of kompakt-train distill).
+# KOMPAKT_DATA defaults to ~/kompakt-data. Writes under $WORK (default $KOMPAKT_DATA/students):
+# imp.safetensors, <student>/ (pruned), <student>-kd/ (distilled: kompakt_train.json,
+# learning_curve.{json,png}), logs/*.log, results.jsonl (one line per distillation, the --json
+# result of kompakt-train distill).
 set -euo pipefail
-PROXY=${PROXY:-/work/data/proxy/checkpoint}
-EVAL=${EVAL:-/work/data/evaldata}
-WORK=${WORK:-/work/data/students}
+DATA=${KOMPAKT_DATA:-$HOME/kompakt-data}
+PROXY=${PROXY:-$DATA/proxy/checkpoint}
+EVAL=${EVAL:-$DATA/evaldata}
+WORK=${WORK:-$DATA/students}
 TOKENS=${1:-30000}
 shift || true
 STUDENTS=("${@:-width50 depth50 width25 depth25}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,10 +38,11 @@ def convert(kompakt: str, src: Path, dst: Path, *args: str) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--kompakt", default="target/release/kompakt")
-    ap.add_argument("--work", default="/work/data/students")
-    ap.add_argument("--proxy", default="/work/data/proxy/checkpoint")
-    ap.add_argument("--eval", default="/work/data/evaldata")
-    ap.add_argument("--kpk", default="/work/data/kpk", help="where the .kpk files go")
+    data = Path(os.environ.get("KOMPAKT_DATA", os.path.expanduser("~/kompakt-data")))
+    ap.add_argument("--work", default=str(data / "students"))
+    ap.add_argument("--proxy", default=str(data / "proxy/checkpoint"))
+    ap.add_argument("--eval", default=str(data / "evaldata"))
+    ap.add_argument("--kpk", default=str(data / "kpk"), help="where the .kpk files go")
     ap.add_argument("--students", nargs="+", default=["width50", "depth50", "width25", "depth25"])
     ap.add_argument("--out", default="train/experiments/results")
     a = ap.parse_args()

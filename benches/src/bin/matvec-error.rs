@@ -3,7 +3,8 @@
 //! type, next to ggml's own quantize + `vec_dot` path.
 //!
 //! Inputs: the real Qwen2.5 tensors and importance vectors of
-//! `scripts/quant-quality/extract.py` (`DIR=/work/data/qq`). The activations
+//! `scripts/quant-quality/extract.py` (`DIR`, default `$KOMPAKT_DATA/qq`,
+//! `KOMPAKT_DATA` defaulting to `$HOME/kompakt-data`). The activations
 //! are `QQ_SAMPLES` (default 8) rows of Gaussian noise scaled per input
 //! channel by `sqrt(importance)`, i.e. with the real per-channel RMS of the
 //! activations that enter each matrix (outlier channels included). At most
@@ -83,7 +84,7 @@ fn ggml_peer(dt: DType) -> Option<(&'static str, sys::ggml_type)> {
 fn main() {
     let dir = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "/work/data/qq".into());
+        .unwrap_or_else(|| kompakt_benches::data_dir().join("qq").display().to_string());
     let samples: usize = std::env::var("QQ_SAMPLES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -24,14 +24,15 @@
 //! have; at 30 s both encode the same 3000 frames).
 //!
 //! Files (`--dir`): `enc-{type}.kpk` (kompakt) and `mmproj-qwen2a-{type}.gguf`
-//! plus `qwen2a-vocab.gguf` (llama.cpp), made as in benches/README.md
-//! ("peer-encoder").
+//! plus `qwen2a-vocab.gguf` (llama.cpp), made as in
+//! docs/notes/2026-11-28-audio-encoder-vs-libmtmd.md.
 //!
-//! Usage: `peer-encoder [--dir /work/data/mtmd] [--types f16,q8_0]
-//! [--seconds 5,10,30] [--threads 1,2] [--reps 3] [--no-check]`.
+//! Usage: `peer-encoder [--dir DIR=$KOMPAKT_DATA/mtmd] [--types f16,q8_0]
+//! [--seconds 5,10,30] [--threads 1,2] [--reps 3] [--no-check]`
+//! (`KOMPAKT_DATA` defaults to `$HOME/kompakt-data`).
 use kompakt_benches::ggml::llama;
-use kompakt_benches::median;
 use kompakt_benches::mtmd::AudioEncoder;
+use kompakt_benches::{data_dir, median};
 use kompakt_runtime::{Model, Session};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,7 +61,7 @@ fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String> {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
-        dir: PathBuf::from("/work/data/mtmd"),
+        dir: data_dir().join("mtmd"),
         types: vec!["f16".into(), "q8_0".into()],
         seconds: vec![5.0, 10.0, 30.0],
         threads: vec![1, 2],

@@ -15,13 +15,16 @@
 //!
 //! Usage: `peer-eval [--reference KPK] [--gguf LABEL=FILE ...] [--kpk LABEL=FILE ...]
 //! [--text FILE ...] [--max-tokens 512] [--window 256] [--threads 2]`.
-//! Defaults: every `proxy-llm-*.gguf` in /work/data/proxy/gguf, kompakt's
-//! f16, q8_0, q4_k, q3_k, q2_k, iq2 proxies in /work/data/proxy/kpk, the
-//! held-out en/de/zh texts.
+//! Defaults: reference `$KOMPAKT_DATA/proxy/kpk/proxy-f32.kpk`, every
+//! `proxy-llm-*.gguf` in `$KOMPAKT_DATA/proxy/gguf`, kompakt's f16, q8_0,
+//! q4_k, q3_k, q2_k, iq2 proxies in `$KOMPAKT_DATA/proxy/kpk`, the held-out
+//! en/de/zh texts in `$KOMPAKT_DATA/evaldata/heldout` (`KOMPAKT_DATA`
+//! defaults to `$HOME/kompakt-data`).
+use kompakt_benches::data_dir;
 use kompakt_benches::ggml::llama;
 use kompakt_runtime::eval::{self, TextStats, VocabMap};
 use kompakt_runtime::{KvPrecision, Model, Session};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,7 +48,8 @@ fn pair(s: &str) -> (String, PathBuf) {
 }
 
 fn main() {
-    let mut reference = PathBuf::from("/work/data/proxy/kpk/proxy-f32.kpk");
+    let data = data_dir();
+    let mut reference = data.join("proxy/kpk/proxy-f32.kpk");
     let (mut ggufs, mut kpks, mut texts) = (Vec::new(), Vec::new(), Vec::new());
     let (mut max_tokens, mut window, mut threads) = (512usize, 256usize, 2usize);
     let mut args = std::env::args().skip(1);
@@ -63,9 +67,9 @@ fn main() {
         }
     }
     if ggufs.is_empty() {
-        let dir = Path::new("/work/data/proxy/gguf");
-        let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
-            .expect("/work/data/proxy/gguf")
+        let dir = data.join("proxy/gguf");
+        let mut v: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter_map(|p| {
                 let n = p.file_name()?.to_str()?.to_string();
@@ -81,7 +85,7 @@ fn main() {
     }
     if kpks.is_empty() {
         for l in ["f16", "q8_0", "q4_k", "q3_k", "q2_k", "iq2"] {
-            let p = PathBuf::from(format!("/work/data/proxy/kpk/proxy-{l}.kpk"));
+            let p = data.join(format!("proxy/kpk/proxy-{l}.kpk"));
             if p.exists() {
                 kpks.push((l.to_string(), p));
             } else {
@@ -92,7 +96,7 @@ fn main() {
     if texts.is_empty() {
         texts = ["en", "de", "zh"]
             .iter()
-            .map(|l| PathBuf::from(format!("/work/data/evaldata/heldout/{l}.txt")))
+            .map(|l| data.join(format!("evaldata/heldout/{l}.txt")))
             .collect();
     }
 

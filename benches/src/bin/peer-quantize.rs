@@ -12,10 +12,14 @@
 //!    to Q8_0, Q4_K_M, Q3_K_M, Q2_K, IQ2_XS, IQ2_XXS with that matrix, and
 //!    Q4_K_M and Q2_K without it.
 //!
-//! Usage: `peer-quantize [--gguf DIR=/work/data/proxy/gguf] [--tokenizer KPK]
-//! [--calib FILE ...] [--chunk 512] [--max-chunks 0] [--threads 2] [--only LABEL,...]`.
+//! Usage: `peer-quantize [--gguf DIR=$KOMPAKT_DATA/proxy/gguf]
+//! [--tokenizer KPK=$KOMPAKT_DATA/proxy/kpk/proxy-f32.kpk]
+//! [--calib FILE ... =$KOMPAKT_DATA/evaldata/calib/{en,de,zh}.txt] [--chunk 512]
+//! [--max-chunks 0] [--threads 2] [--only LABEL,...]` (`KOMPAKT_DATA` defaults
+//! to `$HOME/kompakt-data`).
 //! Writes `DIR/imatrix.tsv` and `DIR/proxy-llm-<label>.gguf`; an existing
 //! `imatrix.tsv` is reused (delete it to recompute).
+use kompakt_benches::data_dir;
 use kompakt_benches::ggml::llama::{self, Imatrix};
 use kompakt_runtime::{eval, Model};
 use llama_cpp_sys_2 as sys;
@@ -35,8 +39,9 @@ pub const TYPES: [(&str, sys::llama_ftype, bool); 8] = [
 ];
 
 fn main() {
-    let mut dir = PathBuf::from("/work/data/proxy/gguf");
-    let mut tok = PathBuf::from("/work/data/proxy/kpk/proxy-f32.kpk");
+    let data = data_dir();
+    let mut dir = data.join("proxy/gguf");
+    let mut tok = data.join("proxy/kpk/proxy-f32.kpk");
     let mut calib: Vec<PathBuf> = Vec::new();
     let (mut chunk, mut max_chunks, mut threads) = (512usize, 0usize, 2usize);
     let mut only: Option<Vec<String>> = None;
@@ -57,7 +62,7 @@ fn main() {
     if calib.is_empty() {
         calib = ["en", "de", "zh"]
             .iter()
-            .map(|l| PathBuf::from(format!("/work/data/evaldata/calib/{l}.txt")))
+            .map(|l| data.join(format!("evaldata/calib/{l}.txt")))
             .collect();
     }
     let f32_gguf = dir.join("proxy-llm-f32.gguf");

@@ -16,11 +16,13 @@
 //! round, so a cut-short run still reports).
 //!
 //! Usage: `peer-speed [--threads 1,2] [--reps 3] [--prompt 512] [--gen 64]
-//! [--pairs f16,q8_0,q4_k,q3_k,q2_k]`.
+//! [--pairs f16,q8_0,q4_k,q3_k,q2_k]`. Files: `$KOMPAKT_DATA/proxy/kpk/proxy-{type}.kpk`,
+//! `$KOMPAKT_DATA/proxy/gguf/proxy-llm-{type}.gguf` and the held-out text
+//! `$KOMPAKT_DATA/evaldata/heldout/en.txt` (`KOMPAKT_DATA` defaults to
+//! `$HOME/kompakt-data`).
 use kompakt_benches::ggml::llama;
-use kompakt_benches::median;
+use kompakt_benches::{data_dir, median};
 use kompakt_runtime::{eval, Model, Session};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -130,10 +132,11 @@ fn main() {
             _ => panic!("unknown argument {a}"),
         }
     }
-    let kdir = PathBuf::from("/work/data/proxy/kpk");
-    let gdir = PathBuf::from("/work/data/proxy/gguf");
+    let data = data_dir();
+    let kdir = data.join("proxy/kpk");
+    let gdir = data.join("proxy/gguf");
     let text =
-        std::fs::read_to_string("/work/data/evaldata/heldout/en.txt").expect("held-out text");
+        std::fs::read_to_string(data.join("evaldata/heldout/en.txt")).expect("held-out text");
 
     let mut kms = Vec::new();
     let mut lms = Vec::new();

@@ -8,7 +8,8 @@
 //! 4864 stays), its importance tiled `L/C` times, and both libraries
 //! quantize exactly that matrix (same values, same block boundaries, same
 //! importance per value). The bits per weight are then the types' nominal
-//! ones. At most 2^20 values (the leading rows) of each tensor. Usage: `quant-quality [DIR=/work/data/qq]`.
+//! ones. At most 2^20 values (the leading rows) of each tensor. Usage: `quant-quality [DIR=$KOMPAKT_DATA/qq]`
+//! (`KOMPAKT_DATA` defaults to `$HOME/kompakt-data`).
 use kompakt_benches::{ggml, read_npy};
 use kompakt_kernels::{dequantize, quantize, DType, WeightRef};
 use llama_cpp_sys_2 as sys;
@@ -70,7 +71,7 @@ type Tensor = (String, usize, usize, Vec<f32>, Vec<f32>);
 fn main() {
     let dir = std::env::args()
         .nth(1)
-        .unwrap_or_else(|| "/work/data/qq".into());
+        .unwrap_or_else(|| kompakt_benches::data_dir().join("qq").display().to_string());
     ggml::init();
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{dir}: {e} (run scripts/quant-quality/extract.py)"))
