@@ -526,7 +526,12 @@ pub fn convert(
         &opts.instructions,
     )?;
     let prompts: Vec<String> = prompt_set.full().into_iter().map(|(_, p)| p).collect();
-    let kept: Option<Vec<u32>> = match &opts.keep_vocab {
+    // A student trained on a trimmed vocabulary keeps it unless told otherwise.
+    let keep = match &opts.keep_vocab {
+        Some(k) => Some(k.clone()),
+        None => crate::training::kept_vocab(&opts.checkpoint)?.map(crate::vocab::KeepVocab::Ids),
+    };
+    let kept: Option<Vec<u32>> = match &keep {
         None => None,
         Some(k) => Some(crate::vocab::select(&tok_bytes, hp.vocab, k, &prompts)?),
     };

@@ -14,6 +14,36 @@ use crate::error::{ConvertError, Result};
 /// File name of the record inside a checkpoint directory.
 pub const FILE: &str = "kompakt_train.json";
 
+/// File name of the kept vocabulary that `kompakt-train prune --keep-vocab` writes.
+pub const VOCAB_FILE: &str = "kompakt_vocab.json";
+
+/// The token ids a pruned student was trained on (`{"kept_ids": [...]}`), or
+/// `None` when the checkpoint has no such file. `kompakt convert` trims the
+/// vocabulary to them when no `--keep-vocab` is given.
+pub fn kept_vocab(dir: &Path) -> Result<Option<Vec<u32>>> {
+    let path = dir.join(VOCAB_FILE);
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let (v, _) = read_json(&path)?;
+    let bad = |msg: &str| ConvertError::Json {
+        path: path.clone(),
+        msg: msg.into(),
+    };
+    let ids = v
+        .get("kept_ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("expected an object with a `kept_ids` list"))?;
+    ids.iter()
+        .map(|x| {
+            x.as_u64()
+                .and_then(|x| u32::try_from(x).ok())
+                .ok_or_else(|| bad("`kept_ids` must hold token ids (non-negative integers)"))
+        })
+        .collect::<Result<Vec<u32>>>()
+        .map(Some)
+}
+
 /// The record, or `None` when the checkpoint was not made by `kompakt-train`.
 pub fn read(dir: &Path) -> Result<Option<Value>> {
     let path = dir.join(FILE);

@@ -35,6 +35,7 @@ SIDE_FILES = (
     "chat_template.json",
     "preprocessor_config.json",
     "processor_config.json",
+    "kompakt_vocab.json",
 )
 
 

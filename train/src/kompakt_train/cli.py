@@ -64,6 +64,16 @@ def cmd_prune(a) -> int:
         raise TrainError("give --heads and --kv-heads together (the teacher shares KV heads)")
     if a.heads is not None and a.kv_heads is None:
         given["kv_heads"] = a.heads
+    kept = None
+    if a.keep_vocab:
+        from . import vocab
+        rows = int(cfg["text_config"]["vocab_size"])
+        kept = vocab.select(Path(a.teacher), rows, a.keep_vocab)
+        if a.vocab is not None and a.vocab != len(kept):
+            raise TrainError(f"--vocab {a.vocab} disagrees with --keep-vocab, which keeps {len(kept)} ids")
+        a.vocab = len(kept)
+        log(f"vocabulary: {len(kept):,} of {rows:,} ids kept ({' '.join(a.keep_vocab)}; the rules of "
+            f"`kompakt convert --keep-vocab`)")
     if a.bin is not None:
         if a.bits is None:
             raise TrainError("--bin needs --bits (bits per decoder weight the student will be stored at)")
@@ -103,7 +113,11 @@ def cmd_prune(a) -> int:
                 "steps_done": [{"stage": "prune", **sel.summary(t)}]}
         if a.bin is not None:
             prov["plan"] = {"bin": a.bin, "bits": a.bits, "vocab": a.vocab, "estimated_bytes": size}
+        if kept is not None:
+            prov["steps_done"][0]["vocab"] = {"rule": a.keep_vocab, "kept": len(kept)}
         ckpt.write_checkpoint(out.path, student, prune.student_config(cfg, s), Path(a.teacher), prov)
+        if kept is not None:
+            vocab.write(out.path, kept, a.keep_vocab)
         out.commit()
     log(f"wrote {a.out}: {s.params()['total']:,} parameters (ranked by {sel.ranked_by})")
     return 0
@@ -150,6 +164,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--bits", type=float, help="with --bin: bits per decoder weight of the final file")
     r.add_argument("--vocab", type=int, help="with --bin: vocabulary rows the file will keep "
                    "(after `kompakt convert --keep-vocab`); default all")
+    r.add_argument("--keep-vocab", nargs="+", metavar="auto|CORPUS",
+                   help="trim the vocabulary by the rules of `kompakt convert --keep-vocab` (auto: Latin and Han "
+                        "script tokens; or the tokens of these text files); written to kompakt_vocab.json, "
+                        "used by distill (lm_head on the kept rows) and by kompakt convert")
     r.add_argument("--dry-run", action="store_true", help="print the plan as JSON, write nothing")
     r.add_argument("--overwrite", action="store_true")
     r.set_defaults(fn=cmd_prune)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from . import checkpoint as ckpt
+from . import vocab
 from .data import (Clip, SpeechPrompt, clips_from_dir, clips_from_segments, load_tokenizer, speech_prompts,
                    text_windows)
 from .errors import TrainError
@@ -159,11 +160,14 @@ def teacher_translations(teacher, prompts: list[SpeechPrompt], eos: list[int], m
 
 
 def kd_loss(student_logits: torch.Tensor, ids: torch.Tensor, t_lp: torch.Tensor, t_tail: torch.Tensor,
-            temperature: float) -> torch.Tensor:
-    """Mean over positions of KL(teacher || student) on the teacher's top-k ids + a tail bucket."""
+            temperature: float, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over positions of KL(teacher || student) on the teacher's top-k ids + a tail bucket.
+    `valid` marks the top-k entries that exist in the student's (kept) vocabulary; the others
+    carry no probability (`remap_targets` moved it into the tail)."""
     s_lp_all = F.log_softmax(student_logits.float() / temperature, dim=-1)
     s_lp = s_lp_all.gather(-1, ids.long())
-    s_tail = torch.log1p(-s_lp.exp().sum(-1).clamp(max=1.0 - 1e-6))
+    s_p = s_lp.exp() if valid is None else s_lp.exp() * valid
+    s_tail = torch.log1p(-s_p.sum(-1).clamp(max=1.0 - 1e-6))
     t_p, t_tail_p = t_lp.exp(), t_tail.exp()
     kl = (t_p * (t_lp - s_lp)).sum(-1) + t_tail_p * (t_tail - s_tail)
     return kl.mean() * temperature ** 2
@@ -174,20 +178,33 @@ def kd_loss(student_logits: torch.Tensor, ids: torch.Tensor, t_lp: torch.Tensor,
 # ---------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def evaluate(model, windows: list[torch.Tensor], ref_lp: list[torch.Tensor], device) -> dict:
+def evaluate(model, windows: list[torch.Tensor], ref_lp: list[torch.Tensor], device,
+             kept: torch.Tensor | None = None) -> dict:
+    """With `kept` (the student computes logits over those ids only), as `kompakt eval` compares a
+    vocabulary-trimmed candidate: the reference is renormalized over the kept ids for KL, top-1
+    compares token ids, and perplexity counts the positions whose next token is kept."""
     model.eval()
     kl_sum = agree = n = 0.0
     nll_s = nll_t = 0.0
     n_next = 0
-    for w, t_lp in zip(windows, ref_lp):
+    for w, t_full in zip(windows, ref_lp):
         s_lp = F.log_softmax(model(input_ids=w[None].to(device), use_cache=False).logits[0].float(), -1).cpu()
-        kl_sum += (t_lp.exp() * (t_lp - s_lp)).sum(-1).clamp(min=0).sum().item()
-        agree += (t_lp.argmax(-1) == s_lp.argmax(-1)).sum().item()
-        n += len(w)
         tgt = w[1:]
-        nll_s -= s_lp[:-1].gather(-1, tgt[:, None]).sum().item()
-        nll_t -= t_lp[:-1].gather(-1, tgt[:, None]).sum().item()
-        n_next += len(tgt)
+        if kept is None:
+            t_lp, t_top, s_top, has = t_full, t_full.argmax(-1), s_lp.argmax(-1), torch.ones_like(tgt, dtype=torch.bool)
+            rows = tgt
+        else:
+            t_lp = t_full[:, kept] - torch.logsumexp(t_full[:, kept], -1, keepdim=True)
+            t_top, s_top = t_full.argmax(-1), kept[s_lp.argmax(-1)]
+            pos = torch.full((t_full.shape[-1],), -1, dtype=torch.long)
+            pos[kept] = torch.arange(len(kept))
+            rows, has = pos[tgt].clamp(min=0), pos[tgt] >= 0
+        kl_sum += (t_lp.exp() * (t_lp - s_lp)).sum(-1).clamp(min=0).sum().item()
+        agree += (t_top == s_top).sum().item()
+        n += len(w)
+        nll_s -= (s_lp[:-1].gather(-1, rows[:, None])[:, 0] * has).sum().item()
+        nll_t -= (t_full[:-1].gather(-1, tgt[:, None])[:, 0] * has).sum().item()
+        n_next += int(has.sum())
     model.train()
     return {"kl": kl_sum / max(n, 1), "top1": agree / max(n, 1),
             "ppl": math.exp(nll_s / max(n_next, 1)), "ppl_teacher": math.exp(nll_t / max(n_next, 1)),
@@ -367,6 +384,14 @@ def run(cfg: DistillConfig, log=print) -> dict:
         for name, p in student.named_parameters():
             if "audio_tower" in name or "multi_modal_projector" in name:
                 p.requires_grad_(False)
+    kept = vocab.read(student_dir)
+    kept_pos = None
+    if kept is not None:
+        # Logits over the kept ids only: the lm_head's cost falls with the vocabulary.
+        vocab.restrict_head(student.lm_head, kept)
+        kept_pos = torch.full((int(s_cfg["text_config"]["vocab_size"]),), -1, dtype=torch.long)
+        kept_pos[kept] = torch.arange(len(kept))
+        say(f"vocabulary: {len(kept)} of {len(kept_pos)} ids kept ({vocab.FILE})")
     student.train()
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -388,7 +413,7 @@ def run(cfg: DistillConfig, log=print) -> dict:
 
     def do_eval() -> dict:
         # Through the wrapped model: under FSDP the unwrapped one holds only this rank's shard.
-        return evaluate(student, eval_windows, ref_lp, device)
+        return evaluate(student, eval_windows, ref_lp, device, kept)
 
     if not state["curve"]:
         e0 = do_eval()
@@ -418,8 +443,13 @@ def run(cfg: DistillConfig, log=print) -> dict:
             ex = examples[i]
             with acc.autocast():
                 logits = student(**model_inputs(ex, device)).logits[0, ex.loss_from:-1]
-            loss = loss + kd_loss(logits, targets[f"{i}.ids"].to(device), targets[f"{i}.lp"].to(device),
-                                  targets[f"{i}.tail"].to(device), cfg.temperature) / len(mine)
+            t_ids, t_lp, t_tail = targets[f"{i}.ids"], targets[f"{i}.lp"], targets[f"{i}.tail"]
+            valid = None
+            if kept_pos is not None:
+                t_ids, t_lp, t_tail, valid = vocab.remap_targets(t_ids, t_lp, t_tail, kept_pos)
+                valid = valid.to(device)
+            loss = loss + kd_loss(logits, t_ids.to(device), t_lp.to(device), t_tail.to(device),
+                                  cfg.temperature, valid) / len(mine)
         acc.backward(loss)
         loss_val = loss.item()
         if cfg.grad_clip > 0:
@@ -473,6 +503,7 @@ def run(cfg: DistillConfig, log=print) -> dict:
                                                       "segments": cfg.segments, "audio": cfg.audio,
                                                       "langs": cfg.langs},
                 "loss": f"forward KL at T={cfg.temperature} on teacher top-{cfg.top_k} + tail",
+                "vocab_kept": None if kept is None else len(kept),
                 **{k: result[k] for k in ("tokens", "steps", "wall_s", "kl_initial", "kl_final",
                                            "top1_initial", "top1_final", "machine", "processes")},
             }]
