@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from kompakt_train.distill import batch_order, kd_loss, topk_targets
+from kompakt_train.distill import batch_order, hidden_loss, kd_loss, topk_targets
 
 
 def free_port() -> int:
@@ -130,3 +130,24 @@ def test_bad_input(soft_teacher, student, texts, tmp_path):
     fails("--student", str(student), "--text", *texts["train"], match="give --steps or --tokens")
     fails("--student", str(tmp_path), "--text", *texts["train"], "--steps", "1", match="config.json is missing")
     fails("--student", str(student), "--segments", str(tmp_path / "s.yaml"), "--steps", "1", match="--wav-dir")
+
+
+def test_hidden_state_loss_is_relative_and_zero_on_the_teacher():
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(7, 16, generator=g)
+    assert hidden_loss(h, h).item() == 0.0
+    assert abs(hidden_loss(torch.zeros_like(h), h).item() - 1.0) < 1e-6
+    assert abs(hidden_loss(3 * h, 3 * h + 3).item() - hidden_loss(h, h + 1).item()) < 1e-5
+
+
+def test_hidden_state_loss_trains_on_the_kept_channels(soft_teacher, student, texts, tmp_path):
+    kept = json.loads((student / "kompakt_train.json").read_text())["steps_done"][0]["hidden_kept"]
+    assert len(kept) == 40 and kept == sorted(kept)
+    out = tmp_path / "h"
+    r = run_cli(*distill_args(soft_teacher, student, texts, out, "--steps", "20", "--hidden-loss", "1"))
+    assert r.returncode == 0, r.stderr
+    assert "hidden-state loss: weight 1.0, on 40 of the teacher's 64 channels" in r.stderr
+    res = json.loads(r.stdout)
+    assert res["kl_final"] < 0.8 * res["kl_initial"], res
+    loss = json.loads((out / "kompakt_train.json").read_text())["steps_done"][1]["loss"]
+    assert loss.endswith("+ 1.0 x final hidden-state MSE"), loss

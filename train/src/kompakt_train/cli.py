@@ -194,6 +194,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--warmup-steps", type=int)
     d.add_argument("--weight-decay", type=float)
     d.add_argument("--temperature", type=float, help="distillation temperature (default 1)")
+    d.add_argument("--hidden-loss", type=float, metavar="W",
+                   help="add W x the final hidden states' MSE (relative, on the teacher channels the student "
+                        "kept) to the logit loss; the teacher then runs beside the student (default 0: off)")
     d.add_argument("--top-k", type=int, help="teacher log-probs kept per position (default 64)")
     d.add_argument("--window", type=int, help="tokens per text window (default 256)")
     d.add_argument("--max-tokens-per-file", type=int)

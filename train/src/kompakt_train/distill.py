@@ -70,6 +70,7 @@ class DistillConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     temperature: float = 1.0
+    hidden_loss: float = 0.0  # weight of the final-hidden-state loss (0: logits only; runs the teacher live)
     top_k: int = 64
     max_new_tokens: int = 64
     eval_every: int = 50
@@ -171,6 +172,29 @@ def kd_loss(student_logits: torch.Tensor, ids: torch.Tensor, t_lp: torch.Tensor,
     t_p, t_tail_p = t_lp.exp(), t_tail.exp()
     kl = (t_p * (t_lp - s_lp)).sum(-1) + t_tail_p * (t_tail - s_tail)
     return kl.mean() * temperature ** 2
+
+
+def hidden_loss(student_h: torch.Tensor, teacher_h: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of the final hidden states, relative to the teacher's mean square
+    (scale-free, so one weight suits models of any width); the teacher's are restricted to the
+    channels the student kept."""
+    t = teacher_h.float()
+    return ((student_h.float() - t) ** 2).mean() / (t ** 2).mean().clamp(min=1e-8)
+
+
+def kept_hidden_channels(student_dir: Path, t_hidden: int, s_hidden: int) -> torch.Tensor:
+    """The teacher's hidden channels the student kept, from its pruning record."""
+    for st in ckpt.read_provenance(student_dir).get("steps_done", []):
+        if st.get("stage") == "prune" and "hidden_kept" in st:
+            idx = torch.tensor(st["hidden_kept"], dtype=torch.long)
+            if len(idx) != s_hidden:
+                raise TrainError(f"{student_dir}: the pruning record keeps {len(idx)} hidden channels but the "
+                                 f"student has {s_hidden}")
+            return idx
+    if t_hidden == s_hidden:
+        return torch.arange(t_hidden)
+    raise TrainError(f"{student_dir}: --hidden-loss needs the hidden channels the student kept, and its "
+                     f"kompakt_train.json has none (prune it with this version of kompakt-train prune)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,6 +416,15 @@ def run(cfg: DistillConfig, log=print) -> dict:
         kept_pos = torch.full((int(s_cfg["text_config"]["vocab_size"]),), -1, dtype=torch.long)
         kept_pos[kept] = torch.arange(len(kept))
         say(f"vocabulary: {len(kept)} of {len(kept_pos)} ids kept ({vocab.FILE})")
+    live_teacher, h_idx = None, None
+    if cfg.hidden_loss > 0:
+        # Hidden states are too large to cache: the teacher runs beside the student.
+        h_idx = kept_hidden_channels(student_dir, int(t_cfg["text_config"]["hidden_size"]),
+                                     int(s_cfg["text_config"]["hidden_size"])).to(device)
+        live_teacher = ckpt.load_model(teacher_dir, torch.bfloat16 if mp == "bf16" else torch.float32)
+        live_teacher = live_teacher.to(device).eval().requires_grad_(False)
+        say(f"hidden-state loss: weight {cfg.hidden_loss}, on {len(h_idx)} of the teacher's "
+            f"{t_cfg['text_config']['hidden_size']} channels (teacher runs live)")
     student.train()
     opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr,
                             weight_decay=cfg.weight_decay)
@@ -441,8 +474,15 @@ def run(cfg: DistillConfig, log=print) -> dict:
         loss = 0.0
         for i in mine:
             ex = examples[i]
+            inputs = model_inputs(ex, device)
             with acc.autocast():
-                logits = student(**model_inputs(ex, device)).logits[0, ex.loss_from:-1]
+                s_out = student(**inputs, output_hidden_states=live_teacher is not None)
+                logits = s_out.logits[0, ex.loss_from:-1]
+            if live_teacher is not None:
+                with torch.no_grad():
+                    t_h = live_teacher(**inputs, output_hidden_states=True).hidden_states[-1][0, ex.loss_from:-1]
+                s_h = s_out.hidden_states[-1][0, ex.loss_from:-1]
+                loss = loss + cfg.hidden_loss * hidden_loss(s_h, t_h.index_select(-1, h_idx)) / len(mine)
             t_ids, t_lp, t_tail = targets[f"{i}.ids"], targets[f"{i}.lp"], targets[f"{i}.tail"]
             valid = None
             if kept_pos is not None:
@@ -502,7 +542,8 @@ def run(cfg: DistillConfig, log=print) -> dict:
                 "student": str(student_dir), "data": {"text": cfg.text, "eval_text": cfg.eval_text,
                                                       "segments": cfg.segments, "audio": cfg.audio,
                                                       "langs": cfg.langs},
-                "loss": f"forward KL at T={cfg.temperature} on teacher top-{cfg.top_k} + tail",
+                "loss": f"forward KL at T={cfg.temperature} on teacher top-{cfg.top_k} + tail"
+                        + (f" + {cfg.hidden_loss} x final hidden-state MSE" if cfg.hidden_loss else ""),
                 "vocab_kept": None if kept is None else len(kept),
                 **{k: result[k] for k in ("tokens", "steps", "wall_s", "kl_initial", "kl_final",
                                            "top1_initial", "top1_final", "machine", "processes")},

@@ -45,6 +45,7 @@ class Selection:
 
     def summary(self, dims: Dims) -> dict:
         return {"ranked_by": self.ranked_by,
+                "hidden_kept": self.hidden.tolist(),
                 "llm_layers_kept": self.layers,
                 "llm_layers_dropped": [i for i in range(dims.layers) if i not in self.layers],
                 "audio_layers_kept": self.audio_layers,
