@@ -6,6 +6,7 @@ mod calibrate;
 mod convert;
 mod eval;
 mod inspect;
+mod score;
 mod synth;
 mod translate;
 
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Convert a Hugging Face Qwen2-Audio checkpoint into a .kpk file
     Convert(convert::ConvertArgs),
+    /// BLEU and chrF of translations against references (equal to sacreBLEU's)
+    Score(score::ScoreArgs),
     /// Summarise a .kpk file: size, parameters, bits per weight, size bin
     Inspect(inspect::InspectArgs),
     /// Translate English speech (WAV files) into German or Chinese text
@@ -42,6 +45,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Convert(args) => convert::run(args),
+        Command::Score(args) => score::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Translate(args) => translate::run(args),
         Command::Eval(args) => eval::run(args),
