@@ -257,3 +257,42 @@ fn custom_prompts_match_transformers() {
     let err = s.translate(&pcm, &bad, &mut Quiet).unwrap_err().to_string();
     assert!(err.contains("instruction is empty"), "{err}");
 }
+
+/// The translation meter's text prompt (the English text where the audio
+/// goes): prompt ids, logits and greedy ids equal transformers'.
+#[test]
+fn text_prompt_matches_transformers() {
+    let model =
+        Arc::new(Model::load(converted("tiny-mha", DType::F32, PromptStyle::Chat)).unwrap());
+    let mut s = Session::new(model.clone(), 2).unwrap();
+    s.set_kv_precision(KvPrecision::F32);
+    for lang in ["de", "zh"] {
+        let dir = fixtures().join("golden/tiny-mha");
+        let g = load_golden(&dir.join(format!("text_{lang}.safetensors")));
+        let j = load_json(&dir.join(format!("text_{lang}.json")));
+        let ids = model
+            .text_prompt_ids(lang, j["text"].as_str().unwrap())
+            .unwrap();
+        let want: Vec<u32> = g["input_ids"].data.iter().map(|&v| v as u32).collect();
+        assert_eq!(ids, want, "{lang}: text prompt ids");
+        let logits = s.text_logits(&ids, ids.len()).unwrap();
+        let lg = assert_close(
+            &format!("text {lang} logits"),
+            &logits,
+            &g["logits"].data,
+            1e-3,
+        );
+        let greedy: Vec<u32> = j["greedy"]["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let out = s.generate_text(&ids, greedy.len(), false).unwrap();
+        assert_eq!(out.token_ids, greedy, "{lang}: greedy ids");
+        eprintln!(
+            "text prompt {lang}: {} tokens, logits {lg:.2e}, greedy ids equal",
+            ids.len()
+        );
+    }
+}

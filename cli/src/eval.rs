@@ -38,6 +38,25 @@ pub struct EvalArgs {
     /// Worker threads (0 = one per core)
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Translation meter: English source text, one sentence per line; every
+    /// model translates each line through its text prompt (its template with
+    /// the text where the audio goes, and its instruction for the language)
+    #[arg(long, value_name = "FILE")]
+    pub mt_src: Option<PathBuf>,
+    /// Translation meter: human references, one line per source line
+    /// (repeatable, one per target language); LANG=FILE, or the language
+    /// from the file name (e.g. heldout/de.txt, talk.zh)
+    #[arg(long, value_name = "[LANG=]FILE", requires = "mt_src")]
+    pub mt_ref: Vec<String>,
+    /// Translation meter: directory for the hypotheses (MODEL.LANG.hyp)
+    #[arg(long, value_name = "DIR", default_value = "kompakt-eval-mt")]
+    pub mt_out: PathBuf,
+    /// Translation meter: at most this many new tokens per line
+    #[arg(long, default_value_t = 128)]
+    pub mt_max_tokens: usize,
+    /// Translation meter: translate only the first N lines (0 = all)
+    #[arg(long, default_value_t = 0)]
+    pub mt_lines: usize,
     /// Print the results as JSON
     #[arg(long)]
     pub json: bool,
@@ -132,9 +151,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let Some(ref_path) = &args.reference else {
         bail!("--reference is required (or --dump for dump mode)");
     };
-    if args.text.is_empty() && args.audio.is_none() {
-        bail!("nothing to evaluate: pass --text FILE and/or --audio DIR");
+    if args.text.is_empty() && args.audio.is_none() && args.mt_src.is_none() {
+        bail!(
+            "nothing to evaluate: pass --text FILE, --audio DIR and/or --mt-src FILE --mt-ref FILE"
+        );
     }
+    let mt = match &args.mt_src {
+        Some(src) => Some(mt_inputs(src, &args.mt_ref, args.mt_lines)?),
+        None => None,
+    };
     if args.window < 2 {
         bail!("--window must be at least 2");
     }
@@ -211,6 +236,73 @@ pub fn run(args: EvalArgs) -> Result<()> {
         pb.finish_and_clear();
     }
 
+    // Translation: every model translates the source into each language.
+    let mut mt_scores: Vec<Value> = Vec::new(); // reference first, then the candidates
+    if let Some((_, refs)) = &mt {
+        // Before any work: every model has a prompt for every language.
+        let all = std::iter::once((ref_path.as_path(), &reference))
+            .chain(cands.iter().map(|(p, m, _, _)| (p.as_path(), m)));
+        for (path, model) in all {
+            for (lang, file, _) in refs {
+                model.template(lang).with_context(|| {
+                    format!("--mt-ref {file} (language `{lang}`): {}", path.display())
+                })?;
+            }
+        }
+    }
+    if let Some((src, refs)) = &mt {
+        std::fs::create_dir_all(&args.mt_out)
+            .with_context(|| format!("creating {}", args.mt_out.display()))?;
+        let n = (src.len() * refs.len() * (1 + cands.len())) as u64;
+        let pb = bar(n, "translations");
+        let mut models: Vec<(&Path, &Arc<Model>, &mut Session)> =
+            vec![(ref_path.as_path(), &reference, &mut rs)];
+        for (p, m, s, _) in cands.iter_mut() {
+            models.push((p.as_path(), m, s));
+        }
+        let mut stems = std::collections::HashSet::new();
+        for (path, model, session) in models {
+            let mut stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into());
+            while !stems.insert(stem.clone()) {
+                stem.push('_');
+            }
+            let mut per_lang = serde_json::Map::new();
+            for (lang, ref_file, ref_lines) in refs {
+                pb.set_message(format!("{stem} -> {lang}"));
+                let mut hyps = Vec::with_capacity(src.len());
+                for line in src {
+                    hyps.push(translate_text(
+                        model,
+                        session,
+                        lang,
+                        line,
+                        args.mt_max_tokens,
+                    )?);
+                    pb.inc(1);
+                }
+                let hyp_path = args.mt_out.join(format!("{stem}.{lang}.hyp"));
+                std::fs::write(
+                    &hyp_path,
+                    hyps.iter().map(|h| format!("{h}\n")).collect::<String>(),
+                )
+                .with_context(|| format!("writing {}", hyp_path.display()))?;
+                let t = crate::score::Tokenize::for_lang(lang);
+                let b = crate::score::bleu(&hyps, ref_lines, t);
+                let c = crate::score::chrf(&hyps, ref_lines);
+                per_lang.insert(
+                    lang.clone(),
+                    json!({"bleu": b.score, "chrf": c, "tokenize": t.name(), "lines": hyps.len(),
+                           "hyp": hyp_path.display().to_string(), "ref": ref_file}),
+                );
+            }
+            mt_scores.push(Value::Object(per_lang));
+        }
+        pb.finish_and_clear();
+    }
+
     // Report.
     let ref_size = eval::size_report(&reference);
     let mut out = Vec::new();
@@ -236,10 +328,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "audio": audio[c].iter().map(|(n, a)| audio_json(n, a)).collect::<Vec<_>>(),
             "audio_cos_mean": (!cos.is_empty()).then(|| cos.iter().sum::<f64>() / cos.len() as f64),
             "audio_cos_min": cos.iter().cloned().reduce(f64::min),
+            "mt": mt_scores.get(c + 1),
         }));
     }
     let report = json!({
-        "reference": {"model": ref_path.display().to_string(), "size": size_json(&ref_size)},
+        "reference": {"model": ref_path.display().to_string(), "size": size_json(&ref_size),
+                      "mt": mt_scores.first()},
         "window": args.window, "max_tokens": args.max_tokens,
         "candidates": out,
     });
@@ -292,6 +386,24 @@ fn print_text(r: &Value) {
                     f(&t["top1"]),
                     f(&t["ppl_ref"]),
                     f(&t["ppl_cand"])
+                );
+            }
+        }
+        if let Some(m) = c["mt"].as_object() {
+            println!(
+                "  {:<6} {:>8} {:>8} {:>12} {:>12}",
+                "lang", "BLEU", "chrF", "BLEU (ref)", "chrF (ref)"
+            );
+            for (lang, v) in m {
+                let r = &r["reference"]["mt"][lang];
+                println!(
+                    "  {:<6} {:>8.2} {:>8.2} {:>12.2} {:>12.2}   {}",
+                    lang,
+                    f(&v["bleu"]),
+                    f(&v["chrf"]),
+                    f(&r["bleu"]),
+                    f(&r["chrf"]),
+                    v["hyp"].as_str().unwrap_or("")
                 );
             }
         }
@@ -468,4 +580,76 @@ mod tests {
         let s = run(&r, &r, 7);
         assert_eq!(s.top1, 1.0);
     }
+}
+
+/// Source lines and (language, file, reference lines) of the translation
+/// meter, checked: equal line counts, known languages, no empty source.
+#[allow(clippy::type_complexity)]
+fn mt_inputs(
+    src: &Path,
+    refs: &[String],
+    limit: usize,
+) -> Result<(Vec<String>, Vec<(String, String, Vec<String>)>)> {
+    if refs.is_empty() {
+        bail!(
+            "--mt-src needs at least one --mt-ref (LANG=FILE or a file named after its language)"
+        );
+    }
+    let mut src_lines = crate::score::read_lines(src, "--mt-src")?;
+    let mut out = Vec::new();
+    for r in refs {
+        let (lang, file) = match r.split_once('=') {
+            Some((l, f)) if !l.is_empty() && !l.contains('/') => (l.to_string(), PathBuf::from(f)),
+            _ => {
+                let p = PathBuf::from(r);
+                let lang = eval::lang_of_path(&p).with_context(|| {
+                    format!("--mt-ref {r}: cannot tell the language from the file name; write LANG=FILE")
+                })?;
+                (lang, p)
+            }
+        };
+        if out
+            .iter()
+            .any(|(l, _, _): &(String, String, Vec<String>)| *l == lang)
+        {
+            bail!("--mt-ref: two reference files for `{lang}`");
+        }
+        let mut lines = crate::score::read_lines(&file, "--mt-ref")?;
+        if lines.len() != src_lines.len() {
+            bail!(
+                "--mt-ref {}: {} lines, but --mt-src {} has {}: references pair with source lines",
+                file.display(),
+                lines.len(),
+                src.display(),
+                src_lines.len()
+            );
+        }
+        if limit > 0 {
+            lines.truncate(limit);
+        }
+        out.push((lang, file.display().to_string(), lines));
+    }
+    if limit > 0 {
+        src_lines.truncate(limit);
+    }
+    if let Some(i) = src_lines.iter().position(|l| l.trim().is_empty()) {
+        bail!("--mt-src {}: line {} is empty", src.display(), i + 1);
+    }
+    Ok((src_lines, out))
+}
+
+/// One line translated through the model's text prompt, greedy, as one line.
+fn translate_text(
+    model: &Model,
+    session: &mut Session,
+    lang: &str,
+    text: &str,
+    max_new_tokens: usize,
+) -> Result<String> {
+    let ids = model
+        .text_prompt_ids(lang, text)
+        .with_context(|| format!("the text prompt for `{lang}`"))?;
+    let out = session.generate_text(&ids, max_new_tokens, false)?;
+    let text = model.decode(&out.token_ids)?;
+    Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
 }

@@ -90,3 +90,115 @@ fn bad_input_is_named() {
     );
     assert!(text.contains("chrF"), "{text}");
 }
+
+fn kompakt(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kompakt"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `kompakt eval --mt-src/--mt-ref`: every model translates every line; the
+/// hypotheses land in --mt-out and score as `kompakt score` scores them.
+#[test]
+fn eval_translation_meter() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let ckpt = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/tiny-mha");
+    for (name, dtype) in [("ref.kpk", "f32"), ("cand.kpk", "q8_0")] {
+        let o = kompakt(&[
+            "convert",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--out",
+            &d(name),
+            "--dtype",
+            dtype,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    std::fs::write(
+        d("src.en"),
+        "Please save your work.\nThe file was not found.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d("ref.de"),
+        "Bitte speichern Sie Ihre Arbeit.\nDie Datei wurde nicht gefunden.\n",
+    )
+    .unwrap();
+    std::fs::write(d("zh.txt"), "请保存您的工作。\n找不到文件。\n").unwrap();
+    let out = d("hyps");
+    let o = kompakt(&[
+        "eval",
+        "--reference",
+        &d("ref.kpk"),
+        "--model",
+        &d("cand.kpk"),
+        "--mt-src",
+        &d("src.en"),
+        "--mt-ref",
+        &format!("de={}", d("ref.de")),
+        "--mt-ref",
+        &d("zh.txt"),
+        "--mt-out",
+        &out,
+        "--mt-max-tokens",
+        "6",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for (who, mt) in [
+        ("ref", &j["reference"]["mt"]),
+        ("cand", &j["candidates"][0]["mt"]),
+    ] {
+        for (lang, reference) in [("de", d("ref.de")), ("zh", d("zh.txt"))] {
+            let m = &mt[lang];
+            let hyp = format!("{out}/{who}.{lang}.hyp");
+            assert_eq!(m["hyp"], hyp.as_str());
+            assert_eq!(m["lines"], 2);
+            assert_eq!(std::fs::read_to_string(&hyp).unwrap().lines().count(), 2);
+            let s = kompakt(&[
+                "score", "--hyp", &hyp, "--ref", &reference, "--lang", lang, "--json",
+            ]);
+            let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+            assert_eq!(s["bleu"], m["bleu"], "{who} {lang}");
+            assert_eq!(s["chrf"], m["chrf"], "{who} {lang}");
+        }
+    }
+    // Bad input: a reference of another length, a language the model has no prompt for.
+    std::fs::write(d("short.de"), "Nur eine Zeile.\n").unwrap();
+    let base = [
+        "eval",
+        "--reference",
+        &d("ref.kpk"),
+        "--model",
+        &d("cand.kpk"),
+        "--mt-src",
+        &d("src.en"),
+    ];
+    let fail = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        let o = kompakt(&a);
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        String::from_utf8(o.stderr).unwrap()
+    };
+    let e = fail(&["--mt-ref", &d("short.de")]);
+    assert!(
+        e.contains("1 lines, but --mt-src") && e.contains("has 2"),
+        "{e}"
+    );
+    let e = fail(&["--mt-ref", &format!("fr={}", d("ref.de")), "--mt-out", &out]);
+    let e = fail(&[
+        "--mt-ref",
+        &d("src.en"),
+        "--mt-ref",
+        &format!("de={}", d("ref.de")),
+    ]);
+    assert!(
+        e.contains("cannot tell the language") || e.contains("`en`"),
+        "{e}"
+    );
+}

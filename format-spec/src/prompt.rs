@@ -80,6 +80,19 @@ pub fn expand(template: &str, instruction: &str) -> Result<String, PromptError> 
     ))
 }
 
+/// The text-translation prompt (the translation meter): `template` with the
+/// source `text` where the audio goes and `instruction` in place. The
+/// result holds no `<|AUDIO|>`.
+pub fn expand_text(template: &str, instruction: &str, text: &str) -> Result<String, PromptError> {
+    let with_audio = expand(template, instruction)?;
+    if text.contains("<|AUDIO|>") {
+        return Err(PromptError::AudioToken {
+            what: "the source text",
+        });
+    }
+    Ok(with_audio.replacen(AUDIO_SPAN, text, 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +109,20 @@ mod tests {
             expand(BASE_TEMPLATE, "Say it in German:").unwrap(),
             "<|audio_bos|><|AUDIO|><|audio_eos|>Say it in German:"
         );
+    }
+
+    #[test]
+    fn text_prompts_put_the_text_where_the_audio_goes() {
+        assert_eq!(
+            expand_text(BASE_TEMPLATE, "Into German:", "Hello.").unwrap(),
+            "Hello.Into German:"
+        );
+        let chat = expand_text(CHAT_TEMPLATE, "Translate:", "Save {audio} now.").unwrap();
+        assert!(
+            chat.contains("user\nAudio 1: Save {audio} now.\nTranslate:<|im_end|>"),
+            "{chat}"
+        );
+        assert!(expand_text(BASE_TEMPLATE, "x", "<|AUDIO|>").is_err());
     }
 
     #[test]

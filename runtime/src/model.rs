@@ -143,6 +143,30 @@ impl Model {
             .map_err(|e| RuntimeError::InvalidArgument(format!("--instruction: {e}")))
     }
 
+    /// Token ids (original id space) of the text-translation prompt for
+    /// `lang`: the model's template and its instruction for `lang`, with the
+    /// source `text` where the audio goes (the translation meter's prompt).
+    pub fn text_prompt_ids(&self, lang: &str, text: &str) -> Result<Vec<u32>> {
+        self.template(lang)?;
+        let instruction = self.config.instructions.get(lang).ok_or_else(|| {
+            RuntimeError::InvalidArgument(format!(
+                "this model stores no instruction for `{lang}` (a file older than format 1.3): \
+                 re-convert it to translate text"
+            ))
+        })?;
+        let template = self.config.prompt_template.as_deref().ok_or_else(|| {
+            RuntimeError::InvalidArgument("this model stores no prompt template".into())
+        })?;
+        let prompt = kompakt_format::prompt::expand_text(template, instruction, text)
+            .map_err(|e| RuntimeError::InvalidArgument(e.to_string()))?;
+        Ok(self
+            .tokenizer
+            .encode(prompt.as_str(), false)
+            .map_err(|e| RuntimeError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+
     /// Token ids (original id space) of the prompt for `lang` with
     /// `n_audio` audio tokens; also the index of the first audio token.
     pub fn prompt_ids(&self, lang: &str, n_audio: usize) -> Result<(Vec<u32>, usize)> {
