@@ -500,6 +500,78 @@ fn dump(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// Source lines and (language, file, reference lines) of the translation
+/// meter, checked: equal line counts, known languages, no empty source.
+#[allow(clippy::type_complexity)]
+fn mt_inputs(
+    src: &Path,
+    refs: &[String],
+    limit: usize,
+) -> Result<(Vec<String>, Vec<(String, String, Vec<String>)>)> {
+    if refs.is_empty() {
+        bail!(
+            "--mt-src needs at least one --mt-ref (LANG=FILE or a file named after its language)"
+        );
+    }
+    let mut src_lines = crate::score::read_lines(src, "--mt-src")?;
+    let mut out = Vec::new();
+    for r in refs {
+        let (lang, file) = match r.split_once('=') {
+            Some((l, f)) if !l.is_empty() && !l.contains('/') => (l.to_string(), PathBuf::from(f)),
+            _ => {
+                let p = PathBuf::from(r);
+                let lang = eval::lang_of_path(&p).with_context(|| {
+                    format!("--mt-ref {r}: cannot tell the language from the file name; write LANG=FILE")
+                })?;
+                (lang, p)
+            }
+        };
+        if out
+            .iter()
+            .any(|(l, _, _): &(String, String, Vec<String>)| *l == lang)
+        {
+            bail!("--mt-ref: two reference files for `{lang}`");
+        }
+        let mut lines = crate::score::read_lines(&file, "--mt-ref")?;
+        if lines.len() != src_lines.len() {
+            bail!(
+                "--mt-ref {}: {} lines, but --mt-src {} has {}: references pair with source lines",
+                file.display(),
+                lines.len(),
+                src.display(),
+                src_lines.len()
+            );
+        }
+        if limit > 0 {
+            lines.truncate(limit);
+        }
+        out.push((lang, file.display().to_string(), lines));
+    }
+    if limit > 0 {
+        src_lines.truncate(limit);
+    }
+    if let Some(i) = src_lines.iter().position(|l| l.trim().is_empty()) {
+        bail!("--mt-src {}: line {} is empty", src.display(), i + 1);
+    }
+    Ok((src_lines, out))
+}
+
+/// One line translated through the model's text prompt, greedy, as one line.
+fn translate_text(
+    model: &Model,
+    session: &mut Session,
+    lang: &str,
+    text: &str,
+    max_new_tokens: usize,
+) -> Result<String> {
+    let ids = model
+        .text_prompt_ids(lang, text)
+        .with_context(|| format!("the text prompt for `{lang}`"))?;
+    let out = session.generate_text(&ids, max_new_tokens, false)?;
+    let text = model.decode(&out.token_ids)?;
+    Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -580,76 +652,4 @@ mod tests {
         let s = run(&r, &r, 7);
         assert_eq!(s.top1, 1.0);
     }
-}
-
-/// Source lines and (language, file, reference lines) of the translation
-/// meter, checked: equal line counts, known languages, no empty source.
-#[allow(clippy::type_complexity)]
-fn mt_inputs(
-    src: &Path,
-    refs: &[String],
-    limit: usize,
-) -> Result<(Vec<String>, Vec<(String, String, Vec<String>)>)> {
-    if refs.is_empty() {
-        bail!(
-            "--mt-src needs at least one --mt-ref (LANG=FILE or a file named after its language)"
-        );
-    }
-    let mut src_lines = crate::score::read_lines(src, "--mt-src")?;
-    let mut out = Vec::new();
-    for r in refs {
-        let (lang, file) = match r.split_once('=') {
-            Some((l, f)) if !l.is_empty() && !l.contains('/') => (l.to_string(), PathBuf::from(f)),
-            _ => {
-                let p = PathBuf::from(r);
-                let lang = eval::lang_of_path(&p).with_context(|| {
-                    format!("--mt-ref {r}: cannot tell the language from the file name; write LANG=FILE")
-                })?;
-                (lang, p)
-            }
-        };
-        if out
-            .iter()
-            .any(|(l, _, _): &(String, String, Vec<String>)| *l == lang)
-        {
-            bail!("--mt-ref: two reference files for `{lang}`");
-        }
-        let mut lines = crate::score::read_lines(&file, "--mt-ref")?;
-        if lines.len() != src_lines.len() {
-            bail!(
-                "--mt-ref {}: {} lines, but --mt-src {} has {}: references pair with source lines",
-                file.display(),
-                lines.len(),
-                src.display(),
-                src_lines.len()
-            );
-        }
-        if limit > 0 {
-            lines.truncate(limit);
-        }
-        out.push((lang, file.display().to_string(), lines));
-    }
-    if limit > 0 {
-        src_lines.truncate(limit);
-    }
-    if let Some(i) = src_lines.iter().position(|l| l.trim().is_empty()) {
-        bail!("--mt-src {}: line {} is empty", src.display(), i + 1);
-    }
-    Ok((src_lines, out))
-}
-
-/// One line translated through the model's text prompt, greedy, as one line.
-fn translate_text(
-    model: &Model,
-    session: &mut Session,
-    lang: &str,
-    text: &str,
-    max_new_tokens: usize,
-) -> Result<String> {
-    let ids = model
-        .text_prompt_ids(lang, text)
-        .with_context(|| format!("the text prompt for `{lang}`"))?;
-    let out = session.generate_text(&ids, max_new_tokens, false)?;
-    let text = model.decode(&out.token_ids)?;
-    Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
 }
