@@ -197,9 +197,16 @@ impl ModelConfig {
             },
         };
         let mut instructions = BTreeMap::new();
-        for lang in templates.keys() {
+        for (lang, full) in &templates {
             if let Some(i) = meta.opt_str(&format!("prompt.instruction.{lang}")) {
                 instructions.insert(lang.clone(), i.to_string());
+            } else if let Some(i) = prompt_template
+                .as_deref()
+                .and_then(|t| instruction_of(t, full))
+            {
+                // Files before format 1.3: the instruction is what the full
+                // prompt has where the style's template has `{instruction}`.
+                instructions.insert(lang.clone(), i);
             }
         }
         let kept_ids = match meta.opt_i64s("vocab.kept_ids") {
@@ -234,5 +241,39 @@ impl ModelConfig {
     /// Target languages with a prompt, sorted.
     pub fn languages(&self) -> Vec<String> {
         self.templates.keys().cloned().collect()
+    }
+}
+
+/// The instruction inside `full`, a prompt made from `template`: the text
+/// between the expanded parts before and after `{instruction}`; `None` when
+/// `full` was not made from `template`.
+fn instruction_of(template: &str, full: &str) -> Option<String> {
+    use kompakt_format::prompt::{AUDIO_SLOT, AUDIO_SPAN, INSTRUCTION_SLOT};
+    let (before, after) = template.split_once(INSTRUCTION_SLOT)?;
+    let (before, after) = (
+        before.replace(AUDIO_SLOT, AUDIO_SPAN),
+        after.replace(AUDIO_SLOT, AUDIO_SPAN),
+    );
+    let inner = full
+        .strip_prefix(before.as_str())?
+        .strip_suffix(after.as_str())?;
+    (!inner.trim().is_empty()).then(|| inner.to_string())
+}
+
+#[cfg(test)]
+mod prompt_tests {
+    use super::instruction_of;
+    use kompakt_format::prompt::{expand, BASE_TEMPLATE, CHAT_TEMPLATE};
+
+    #[test]
+    fn older_files_give_back_their_instruction() {
+        for t in [CHAT_TEMPLATE, BASE_TEMPLATE] {
+            let full = expand(t, "Translate the English speech into German:").unwrap();
+            assert_eq!(
+                instruction_of(t, &full).as_deref(),
+                Some("Translate the English speech into German:")
+            );
+        }
+        assert_eq!(instruction_of(CHAT_TEMPLATE, "something else"), None);
     }
 }

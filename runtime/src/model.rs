@@ -150,8 +150,8 @@ impl Model {
         self.template(lang)?;
         let instruction = self.config.instructions.get(lang).ok_or_else(|| {
             RuntimeError::InvalidArgument(format!(
-                "this model stores no instruction for `{lang}` (a file older than format 1.3): \
-                 re-convert it to translate text"
+                "the instruction for `{lang}` cannot be told from this model's prompt (a custom \
+                 prompt in a file older than format 1.3): re-convert it to translate text"
             ))
         })?;
         let template = self.config.prompt_template.as_deref().ok_or_else(|| {
