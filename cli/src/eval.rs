@@ -54,6 +54,9 @@ pub struct EvalArgs {
     /// Translation meter: at most this many new tokens per line
     #[arg(long, default_value_t = 128)]
     pub mt_max_tokens: usize,
+    /// Translation meter: beam width (1 = greedy)
+    #[arg(long, default_value_t = 1)]
+    pub beams: usize,
     /// Translation meter: translate only the first N lines (0 = all)
     #[arg(long, default_value_t = 0)]
     pub mt_lines: usize,
@@ -155,6 +158,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bail!(
             "nothing to evaluate: pass --text FILE, --audio DIR and/or --mt-src FILE --mt-ref FILE"
         );
+    }
+    if args.beams == 0 {
+        bail!("--beams must be at least 1");
     }
     let mt = match &args.mt_src {
         Some(src) => Some(mt_inputs(src, &args.mt_ref, args.mt_lines)?),
@@ -279,6 +285,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                         session,
                         lang,
                         line,
+                        args.beams,
                         args.mt_max_tokens,
                     )?);
                     pb.inc(1);
@@ -556,18 +563,19 @@ fn mt_inputs(
     Ok((src_lines, out))
 }
 
-/// One line translated through the model's text prompt, greedy, as one line.
+/// One line translated through the model's text prompt, as one line.
 fn translate_text(
     model: &Model,
     session: &mut Session,
     lang: &str,
     text: &str,
+    beams: usize,
     max_new_tokens: usize,
 ) -> Result<String> {
     let ids = model
         .text_prompt_ids(lang, text)
         .with_context(|| format!("the text prompt for `{lang}`"))?;
-    let out = session.generate_text(&ids, max_new_tokens, false)?;
+    let out = session.search_text(&ids, beams, max_new_tokens, false)?;
     let text = model.decode(&out.token_ids)?;
     Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
 }

@@ -301,6 +301,24 @@ impl Session {
         max_new_tokens: usize,
         ignore_eos: bool,
     ) -> Result<TextGeneration> {
+        self.search_text(prompt, 1, max_new_tokens, ignore_eos)
+    }
+
+    /// Continuation of a text-only prompt (original id space) by greedy
+    /// search (`beams` 1) or beam search, as [`Session::generate`] searches
+    /// after an audio prompt (the translation meter's text path).
+    pub fn search_text(
+        &mut self,
+        prompt: &[u32],
+        beams: usize,
+        max_new_tokens: usize,
+        ignore_eos: bool,
+    ) -> Result<TextGeneration> {
+        if beams == 0 {
+            return Err(RuntimeError::InvalidArgument(
+                "beams must be at least 1".into(),
+            ));
+        }
         if prompt.is_empty() || max_new_tokens == 0 {
             return Err(RuntimeError::InvalidArgument(
                 "the prompt and max_new_tokens must not be empty".into(),
@@ -322,7 +340,7 @@ impl Session {
             eos.iter().filter_map(|&id| m.row_of(id)).collect()
         };
         let params = SearchParams {
-            beams: 1,
+            beams,
             max_new_tokens,
             min_new_tokens: 0,
             eos_rows,
@@ -331,7 +349,9 @@ impl Session {
         let (llm, file, pool) = (&m.config.llm, &m.file, &self.pool);
         let mut timings = Timings::default();
         let t0 = Instant::now();
-        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), needed, self.kv);
+        // Beam search copies the prompt's cache per beam; greedy grows one.
+        let capacity = if beams == 1 { needed } else { rows.len() };
+        let mut cache = KvCache::new(llm.n_layers, llm.kv_dim(), capacity, self.kv);
         let (taps, chunk) = (&mut self.taps, self.prefill_chunk);
         let logits = pool.install(|| -> Result<Vec<f32>> {
             let x = m.decoder.embed(file, &rows)?;
@@ -342,7 +362,11 @@ impl Session {
         timings.prefill_tokens = rows.len();
         let t1 = Instant::now();
         let mut step = |cache: &mut KvCache, row: u32| decode_step(&m, pool, cache, row);
-        let out = search::greedy(logits, cache, &params, &mut step, &mut |_| true)?;
+        let out = if beams == 1 {
+            search::greedy(logits, cache, &params, &mut step, &mut |_| true)?
+        } else {
+            search::beam(logits, cache.prefix(), &params, &mut step, &mut |_| true)?
+        };
         timings.decode_s = t1.elapsed().as_secs_f64();
         timings.decode_tokens = out.len();
         Ok(TextGeneration {
