@@ -1,16 +1,12 @@
 //! `kompakt bench` on the tiny fixture model: every stage measured, the
 //! requested number of tokens decoded, memory parts consistent, bad
 //! arguments refused with a message.
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-fn kompakt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kompakt"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::{convert_fixture, kompakt};
 
 /// The tiny fixture model in q4_k, converted once per test run.
 fn model() -> PathBuf {
@@ -19,18 +15,8 @@ fn model() -> PathBuf {
 }
 
 fn convert() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-tiny-gqa-q4k.kpk");
-    let ckpt = root.join("tests/fixtures/models/tiny-gqa");
-    let o = kompakt(&[
-        "convert",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--dtype",
-        "q4_k",
-    ]);
+    let o = convert_fixture("tiny-gqa", &out, "q4_k", &[]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     out
 }

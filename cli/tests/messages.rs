@@ -1,20 +1,13 @@
 //! Bad input a newcomer tries, and the one-line message each gets: the file
 //! named once, the cause in plain words, the user's paths (never a temporary
 //! one), and a quiet end when the reader of stdout goes away.
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn kompakt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kompakt"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::{convert_fixture, kompakt, ok, root};
 
 /// The one error line of a failed command.
 #[track_caller]
@@ -30,17 +23,7 @@ fn model() -> &'static str {
     static MODEL: OnceLock<String> = OnceLock::new();
     MODEL.get_or_init(|| {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("messages-tiny-mha.kpk");
-        let ckpt = root().join("tests/fixtures/models/tiny-mha");
-        let o = kompakt(&[
-            "convert",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--dtype",
-            "f32",
-        ]);
-        assert!(o.status.success(), "{o:?}");
+        ok(convert_fixture("tiny-mha", &out, "f32", &[]));
         out.to_str().unwrap().to_string()
     })
 }
@@ -108,18 +91,7 @@ fn a_wav_that_is_not_a_wav_file() {
 #[test]
 fn convert_errors_name_the_users_output_path() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = root().join("tests/fixtures/models/tiny-mha");
-    let convert = |out: &Path| {
-        kompakt(&[
-            "convert",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--dtype",
-            "f32",
-        ])
-    };
+    let convert = |out: &Path| convert_fixture("tiny-mha", out, "f32", &[]);
     let missing = dir.path().join("no/such/dir/m.kpk");
     let e1 = error(convert(&missing));
     assert!(

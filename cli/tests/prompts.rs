@@ -1,28 +1,12 @@
 //! Prompts a user sets: `convert --instruction LANG=TEXT` and
 //! `--prompt-template FILE`, `translate --instruction`, and what `inspect`
 //! shows. (Parity of such prompts with transformers: tests/parity.rs.)
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use std::path::Path;
+use std::process::Output;
 
-fn kompakt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kompakt"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "kompakt failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
+use common::{convert_fixture, kompakt, ok, root};
 
 fn fails(o: Output) -> String {
     assert_eq!(o.status.code(), Some(1), "expected failure: {o:?}");
@@ -30,18 +14,7 @@ fn fails(o: Output) -> String {
 }
 
 fn convert(out: &Path, extra: &[&str]) -> Output {
-    let ckpt = root().join("tests/fixtures/models/tiny-mha");
-    let mut args = vec![
-        "convert",
-        "--checkpoint",
-        ckpt.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--dtype",
-        "f32",
-    ];
-    args.extend_from_slice(extra);
-    kompakt(&args)
+    convert_fixture("tiny-mha", out, "f32", extra)
 }
 
 fn translate(model: &Path, extra: &[&str]) -> String {

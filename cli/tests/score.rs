@@ -1,18 +1,18 @@
 //! `kompakt score` from the command line: the scores sacreBLEU gives on the committed files
 //! (tests/fixtures/mt, made by make_scores.py), and clear errors for bad input.
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use common::{convert_fixture, kompakt, ok};
 
 fn mt() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/mt")
 }
 
 fn score(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kompakt"))
-        .arg("score")
-        .args(args)
-        .output()
-        .unwrap()
+    kompakt(&[&["score"], args].concat())
 }
 
 #[test]
@@ -91,31 +91,19 @@ fn bad_input_is_named() {
     assert!(text.contains("chrF"), "{text}");
 }
 
-fn kompakt(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kompakt"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 /// `kompakt eval --mt-src/--mt-ref`: every model translates every line; the
 /// hypotheses land in --mt-out and score as `kompakt score` scores them.
 #[test]
 fn eval_translation_meter() {
     let dir = tempfile::tempdir().unwrap();
     let d = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    let ckpt = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/models/tiny-mha");
     for (name, dtype) in [("ref.kpk", "f32"), ("cand.kpk", "q8_0")] {
-        let o = kompakt(&[
-            "convert",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--out",
-            &d(name),
-            "--dtype",
+        ok(convert_fixture(
+            "tiny-mha",
+            &dir.path().join(name),
             dtype,
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            &[],
+        ));
     }
     std::fs::write(
         d("src.en"),
@@ -129,14 +117,20 @@ fn eval_translation_meter() {
     .unwrap();
     std::fs::write(d("zh.txt"), "请保存您的工作。\n找不到文件。\n").unwrap();
     let out = d("hyps");
-    let o = kompakt(&[
-        "eval",
-        "--reference",
-        &d("ref.kpk"),
-        "--model",
-        &d("cand.kpk"),
-        "--mt-src",
-        &d("src.en"),
+    let (reference, candidate, src) = (d("ref.kpk"), d("cand.kpk"), d("src.en"));
+    let eval = |extra: &[&str]| {
+        let base = [
+            "eval",
+            "--reference",
+            &reference,
+            "--model",
+            &candidate,
+            "--mt-src",
+            &src,
+        ];
+        kompakt(&[&base[..], extra].concat())
+    };
+    let o = eval(&[
         "--mt-ref",
         &format!("de={}", d("ref.de")),
         "--mt-ref",
@@ -169,19 +163,8 @@ fn eval_translation_meter() {
     }
     // Bad input: a reference of another length, a language the model has no prompt for.
     std::fs::write(d("short.de"), "Nur eine Zeile.\n").unwrap();
-    let base = [
-        "eval",
-        "--reference",
-        &d("ref.kpk"),
-        "--model",
-        &d("cand.kpk"),
-        "--mt-src",
-        &d("src.en"),
-    ];
     let fail = |extra: &[&str]| {
-        let mut a = base.to_vec();
-        a.extend_from_slice(extra);
-        let o = kompakt(&a);
+        let o = eval(extra);
         assert_eq!(o.status.code(), Some(1), "{o:?}");
         String::from_utf8(o.stderr).unwrap()
     };

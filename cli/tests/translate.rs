@@ -1,6 +1,8 @@
 //! `kompakt translate` end to end on the long-form fixture (tests/fixtures/longform: 41 s of
 //! espeak-ng speech, 10 segments) with the tiny random-weight model: segment lists, automatic
 //! segmentation, resume, bad entries, and the evaluation script.
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -34,16 +36,7 @@ fn model() -> &'static str {
     static MODEL: OnceLock<String> = OnceLock::new();
     MODEL.get_or_init(|| {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("translate-tiny-mha.kpk");
-        let ckpt = root().join("tests/fixtures/models/tiny-mha");
-        ok(kompakt(&[
-            "convert",
-            "--checkpoint",
-            ckpt.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--dtype",
-            "f32",
-        ]));
+        common::ok(common::convert_fixture("tiny-mha", &out, "f32", &[]));
         out.to_str().unwrap().to_string()
     })
 }
