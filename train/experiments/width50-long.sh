@@ -35,7 +35,8 @@ fi
 [ -f "$KPK/width50-big-q8_0.kpk" ] ||
     "$KOMPAKT" convert --checkpoint "$WORK/width50-big" --out "$KPK/width50-big-q8_0.kpk" --dtype q8_0
 "$KOMPAKT" eval --reference "$KPK/proxy-f32.kpk" --model "$KPK/width50-big-q8_0.kpk" \
-    --text "$EVAL"/heldout/{en,de,zh}.txt --window 256 --max-tokens 512 --json > "$WORK/logs/eval-width50-big.json"
+    --text "$EVAL/heldout/en.txt" --text "$EVAL/heldout/de.txt" --text "$EVAL/heldout/zh.txt" \
+    --window 256 --max-tokens 512 --json > "$WORK/logs/eval-width50-big.json"
 python3 - "$WORK/logs/eval-width50-big.json" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))["candidates"][0]
