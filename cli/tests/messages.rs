@@ -58,8 +58,8 @@ fn a_model_path_that_is_not_a_kpk_file() {
     assert_eq!(
         e,
         format!(
-            "error: {p}: not a .kpk file (or an unfinished write): it starts with the bytes \
-             4a 44 45 49 01 02 20 73 (\"JDEI.. s\") where a .kpk file starts with \"KOMPAKT\\0\""
+            "error: {p}: not a .kpk file (or an unfinished write): field `magic` at offset 0 \
+             holds the bytes 4a 44 45 49 01 02 20 73 (\"JDEI.. s\") where a .kpk file has \"KOMPAKT\\0\""
         )
     );
     assert_eq!(e.matches(p).count(), 1, "{e}");

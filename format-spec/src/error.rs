@@ -35,7 +35,7 @@ pub enum FormatError {
 
     /// The first 8 bytes are not `KOMPAKT\0`: not a `.kpk` file, or a file
     /// whose header was never finalized (interrupted write).
-    #[error("{file}: not a .kpk file (or an unfinished write): it starts with {} where a .kpk file starts with \"KOMPAKT\\0\"", bytes_text(found))]
+    #[error("{file}: not a .kpk file (or an unfinished write): field `magic` at offset 0 holds {} where a .kpk file has \"KOMPAKT\\0\"", bytes_text(found))]
     BadMagic { file: String, found: Vec<u8> },
 
     /// The endianness tag reads byte-swapped: the file was written big-endian.

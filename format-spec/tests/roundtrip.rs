@@ -242,9 +242,14 @@ fn finish_replaces_an_existing_file() {
 
 #[test]
 fn io_errors_name_the_path() {
+    // A missing directory is named as such, with the user's path (not the
+    // temporary file's).
     let e = KpkWriter::create("/nonexistent-dir/m.kpk").unwrap_err();
-    assert!(matches!(e, FormatError::Io { .. }));
-    assert!(e.to_string().contains("/nonexistent-dir/m.kpk"), "{e}");
+    assert!(matches!(e, FormatError::InvalidInput { .. }));
+    assert_eq!(
+        e.to_string(),
+        "/nonexistent-dir/m.kpk: cannot write here: the directory `/nonexistent-dir` does not exist"
+    );
     let e = KpkFile::open("/nonexistent-dir/m.kpk").unwrap_err();
     assert!(
         e.to_string().contains("/nonexistent-dir/m.kpk") && e.to_string().contains("open"),
