@@ -151,3 +151,19 @@ def test_hidden_state_loss_trains_on_the_kept_channels(soft_teacher, student, te
     assert res["kl_final"] < 0.8 * res["kl_initial"], res
     loss = json.loads((out / "kompakt_train.json").read_text())["steps_done"][1]["loss"]
     assert loss.endswith("+ 1.0 x final hidden-state MSE"), loss
+
+
+def test_text_translation_prompts_are_distilled_on_the_teachers_answers(soft_teacher, student, texts, tmp_path):
+    out = tmp_path / "mt"
+    r = run_cli(*distill_args(soft_teacher, student, texts, out, "--steps", "20", "--mt-src", texts["train"][0],
+                              "--langs", "de", "zh", "--max-new-tokens", "8"))
+    assert r.returncode == 0, r.stderr
+    n_lines = sum(1 for line in open(texts["train"][0], encoding="utf-8") if line.strip())
+    assert f"{n_lines} text lines x 2 languages" in r.stderr
+    assert f"teacher: translated {2 * n_lines}/{2 * n_lines} prompts" in r.stderr
+    res = json.loads(r.stdout)
+    # Measured 3.53 -> 2.87 (0.81x): half the steps' examples are now translations, and the
+    # held-out KL is on plain text.
+    assert res["kl_final"] < 0.9 * res["kl_initial"], res
+    data = json.loads((out / "kompakt_train.json").read_text())["steps_done"][1]["data"]
+    assert data["mt_src"] == texts["train"][0]

@@ -185,6 +185,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--segments", help="segment YAML (IWSLT/MuST-C layout), with --wav-dir")
     d.add_argument("--wav-dir")
     d.add_argument("--audio", help="directory of 16 kHz WAV clips")
+    d.add_argument("--mt-src", help="English lines (one per line) that the teacher translates through kompakt's "
+                                    "text prompt into each of --langs; the student learns the answers")
     d.add_argument("--langs", nargs="+", help="target languages of the speech prompts (de zh; default de)")
     g = d.add_mutually_exclusive_group()
     g.add_argument("--steps", type=int, help="optimizer steps")

@@ -196,3 +196,27 @@ def speech_prompts(checkpoint: Path, clips: list[Clip], langs: list[str]) -> lis
             out.append(SpeechPrompt(c.name, lang, enc["input_ids"][0], enc["input_features"][0],
                                     enc["feature_attention_mask"][0]))
     return out
+
+
+@dataclass
+class TextPrompt:
+    """A text translation prompt: kompakt's prompt with the English text where the audio goes
+    (the translation meter's text prompt, `kompakt eval --mt-src`)."""
+    name: str
+    lang: str
+    input_ids: torch.Tensor          # [T]
+
+
+def text_prompts(checkpoint: Path, lines: list[str], langs: list[str]) -> list[TextPrompt]:
+    tok = load_tokenizer(Path(checkpoint))
+    chat = has_chat_template(Path(checkpoint))
+    out = []
+    for lang in langs:
+        if lang not in INSTRUCTIONS:
+            raise TrainError(f"--langs {lang}: expected one of {', '.join(INSTRUCTIONS)}")
+        template = prompt_text(chat, INSTRUCTIONS[lang])
+        for i, line in enumerate(lines):
+            text = template.replace("<|audio_bos|><|AUDIO|><|audio_eos|>", line, 1)
+            ids = tok.encode(text, add_special_tokens=False).ids
+            out.append(TextPrompt(f"line{i + 1}", lang, torch.tensor(ids, dtype=torch.long)))
+    return out

@@ -40,8 +40,8 @@ from safetensors.torch import load_file, save_file
 
 from . import checkpoint as ckpt
 from . import vocab
-from .data import (Clip, SpeechPrompt, clips_from_dir, clips_from_segments, load_tokenizer, speech_prompts,
-                   text_windows)
+from .data import (Clip, SpeechPrompt, clips_from_dir, clips_from_segments, load_tokenizer, read_text,
+                   speech_prompts, text_prompts, text_windows)
 from .errors import TrainError
 
 
@@ -55,6 +55,7 @@ class DistillConfig:
     segments: str | None = None
     wav_dir: str | None = None
     audio: str | None = None
+    mt_src: str | None = None  # English lines translated by the teacher through the text prompt
     langs: list[str] = field(default_factory=lambda: ["de"])
     window: int = 256
     max_tokens_per_file: int | None = None
@@ -146,17 +147,17 @@ def teacher_pass(teacher, examples: list[Example], indices: list[int], k: int, t
 @torch.no_grad()
 def teacher_translations(teacher, prompts: list[SpeechPrompt], eos: list[int], max_new: int, device,
                          log) -> list[Example]:
-    """Sequence-level targets: the teacher's greedy translation of each speech prompt."""
+    """Sequence-level targets: the teacher's greedy translation of each speech or text prompt."""
     out = []
     for n, p in enumerate(prompts):
-        ex = Example(p.input_ids, 0, p)
+        ex = Example(p.input_ids, 0, p if isinstance(p, SpeechPrompt) else None)
         gen = teacher.generate(**{k: v for k, v in model_inputs(ex, device).items() if k != "use_cache"},
                                max_new_tokens=max_new, do_sample=False, num_beams=1, repetition_penalty=1.0,
                                eos_token_id=eos)
         new = gen[0, len(p.input_ids):].cpu()
         seq = torch.cat([p.input_ids, new])
-        out.append(Example(seq, len(p.input_ids) - 1, p))
-        log(f"teacher: translated {n + 1}/{len(prompts)} speech prompts ({len(new)} tokens)")
+        out.append(Example(seq, len(p.input_ids) - 1, ex.speech))
+        log(f"teacher: translated {n + 1}/{len(prompts)} prompts ({len(new)} tokens)")
     return out
 
 
@@ -285,8 +286,11 @@ def run(cfg: DistillConfig, log=print) -> dict:
     t_cfg, s_cfg = ckpt.read_config(teacher_dir), ckpt.read_config(student_dir)
     if t_cfg["text_config"].get("vocab_size") != s_cfg["text_config"].get("vocab_size"):
         raise TrainError("the teacher and the student have different vocabulary sizes")
-    if not cfg.text and not cfg.segments and not cfg.audio:
-        raise TrainError("no training data: give --text files and/or --segments/--wav-dir or --audio")
+    if not cfg.text and not cfg.segments and not cfg.audio and not cfg.mt_src:
+        raise TrainError("no training data: give --text files, --mt-src and/or --segments/--wav-dir or --audio")
+    mt_lines = [line.strip() for line in read_text(cfg.mt_src).splitlines() if line.strip()] if cfg.mt_src else []
+    if cfg.mt_src and not mt_lines:
+        raise TrainError(f"--mt-src {cfg.mt_src}: no lines")
     if cfg.segments and not cfg.wav_dir:
         raise TrainError("--segments needs --wav-dir")
     if cfg.steps is None and cfg.tokens is None:
@@ -330,7 +334,7 @@ def run(cfg: DistillConfig, log=print) -> dict:
 
     # The teacher pass depends on the teacher and the data only: students share it.
     data_key = _hash({k: getattr(cfg, k) for k in (
-        "text", "eval_text", "segments", "wav_dir", "audio", "langs", "window", "max_tokens_per_file",
+        "text", "eval_text", "segments", "wav_dir", "audio", "mt_src", "langs", "window", "max_tokens_per_file",
         "eval_windows", "eval_max_tokens", "temperature", "top_k", "max_new_tokens")},
         ckpt.fingerprint(teacher_dir))
     # Example indices depend on how speech prompts were shared out, hence the process count.
@@ -343,7 +347,8 @@ def run(cfg: DistillConfig, log=print) -> dict:
     speech_file = cache_dir / "speech.pt"
     done = cache_dir / "DONE"
     if not done.exists():
-        say(f"teacher pass: {len(windows)} text windows, {len(clips)} clips x {len(cfg.langs)} languages, "
+        say(f"teacher pass: {len(windows)} text windows, {len(clips)} clips and {len(mt_lines)} text lines x "
+            f"{len(cfg.langs)} languages, "
             f"{len(eval_windows)} held-out windows -> {cache_dir}")
         if main:
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -355,8 +360,10 @@ def run(cfg: DistillConfig, log=print) -> dict:
         t_dtype = torch.bfloat16 if mp == "bf16" else torch.float32
         teacher = ckpt.load_model(teacher_dir, t_dtype).to(device).eval()
         speech = []
-        if clips:
-            prompts = speech_prompts(teacher_dir, clips, cfg.langs)
+        prompts = speech_prompts(teacher_dir, clips, cfg.langs) if clips else []
+        if mt_lines:
+            prompts += text_prompts(teacher_dir, mt_lines, cfg.langs)
+        if prompts:
             mine = prompts[acc.process_index::acc.num_processes]
             eos = teacher.generation_config.eos_token_id
             eos = eos if isinstance(eos, list) else [eos]
@@ -540,6 +547,7 @@ def run(cfg: DistillConfig, log=print) -> dict:
             prov["steps_done"] = prov.get("steps_done", []) + [{
                 "stage": "distill", "teacher": str(teacher_dir), "teacher_hash": ckpt.fingerprint(teacher_dir),
                 "student": str(student_dir), "data": {"text": cfg.text, "eval_text": cfg.eval_text,
+                                                      "mt_src": cfg.mt_src,
                                                       "segments": cfg.segments, "audio": cfg.audio,
                                                       "langs": cfg.langs},
                 "loss": f"forward KL at T={cfg.temperature} on teacher top-{cfg.top_k} + tail"
