@@ -36,6 +36,13 @@ def prompt_text(chat: bool, instruction: str) -> str:
     return f"<|audio_bos|><|AUDIO|><|audio_eos|>{instruction}"
 
 
+def translation_prompt(chat: bool, lang: str) -> str:
+    """kompakt's translation prompt for target `lang` (before `<|AUDIO|>` expansion)."""
+    if lang not in INSTRUCTIONS:
+        raise TrainError(f"target language {lang}: expected one of {', '.join(INSTRUCTIONS)}")
+    return prompt_text(chat, INSTRUCTIONS[lang])
+
+
 def has_chat_template(checkpoint: Path) -> bool:
     import json
     cfg = checkpoint / "tokenizer_config.json"
@@ -188,9 +195,7 @@ def speech_prompts(checkpoint: Path, clips: list[Clip], langs: list[str]) -> lis
     chat = has_chat_template(Path(checkpoint))
     out = []
     for lang in langs:
-        if lang not in INSTRUCTIONS:
-            raise TrainError(f"--lang {lang}: expected one of {', '.join(INSTRUCTIONS)}")
-        text = prompt_text(chat, INSTRUCTIONS[lang])
+        text = translation_prompt(chat, lang)
         for c in clips:
             enc = processor(text=text, audio=[c.samples], sampling_rate=SAMPLE_RATE, return_tensors="pt")
             out.append(SpeechPrompt(c.name, lang, enc["input_ids"][0], enc["input_features"][0],
@@ -212,9 +217,7 @@ def text_prompts(checkpoint: Path, lines: list[str], langs: list[str]) -> list[T
     chat = has_chat_template(Path(checkpoint))
     out = []
     for lang in langs:
-        if lang not in INSTRUCTIONS:
-            raise TrainError(f"--langs {lang}: expected one of {', '.join(INSTRUCTIONS)}")
-        template = prompt_text(chat, INSTRUCTIONS[lang])
+        template = translation_prompt(chat, lang)
         for i, line in enumerate(lines):
             text = template.replace("<|audio_bos|><|AUDIO|><|audio_eos|>", line, 1)
             ids = tok.encode(text, add_special_tokens=False).ids
