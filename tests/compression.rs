@@ -303,3 +303,202 @@ fn recipe_rules_restrict_the_types_of_matching_tensors() {
         assert!(!bad.out.exists());
     }
 }
+
+/// A copy of tiny-gqa whose decoder matrices hold the dequantized values of
+/// `codes` (what `kompakt-train qat` writes), with or without the codes file.
+fn checkpoint_with_codes(
+    dir: &std::path::Path,
+    codes: &kompakt_converter::codes::Codes,
+    with_file: bool,
+    with_values: bool,
+) -> std::path::PathBuf {
+    let src = fixtures().join("models/tiny-gqa");
+    let dst = dir.join(format!("ckpt-{with_file}-{with_values}"));
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut values: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let mut data = view.data().to_vec();
+        if let (Some(c), true) = (codes.get(&name), with_values) {
+            let rb = c.row_bytes();
+            let mut row = vec![0f32; c.cols];
+            data.clear();
+            for r in 0..c.rows {
+                kompakt_kernels::scalar::dequantize_row(
+                    c.dtype,
+                    &c.bytes[r * rb..(r + 1) * rb],
+                    &mut row,
+                );
+                data.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+            }
+        }
+        values.push((name, view.shape().to_vec(), data));
+    }
+    let views = values.iter().map(|(n, s, d)| {
+        (
+            n.as_str(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap(),
+        )
+    });
+    safetensors::tensor::serialize_to_file(views, None, &dst.join("model.safetensors")).unwrap();
+    if with_file {
+        kompakt_converter::codes::write(&dst.join(kompakt_converter::codes::FILE), codes).unwrap();
+    }
+    dst
+}
+
+/// Converts tiny-gqa as `ptq` says with its codes exported, then a checkpoint
+/// holding those codes (as `kompakt-train qat` writes it) the same way:
+/// the decoder's quantized tensors must be byte for byte the same.
+fn codes_round_trip(dir: &tempfile::TempDir, tag: &str, ptq: &mut ConvertOptions) {
+    ptq.export_codes = Some(dir.path().join(format!("{tag}.codes")));
+    let s = kompakt_converter::convert(ptq, &mut |_| true).unwrap();
+    let codes = kompakt_converter::codes::read(ptq.export_codes.as_ref().unwrap()).unwrap();
+    assert_eq!(s.exported_codes, codes.len());
+    assert!(!codes.is_empty());
+    for n in codes.keys() {
+        assert!(
+            n.starts_with("language_model.model.layers.") && n.ends_with("_proj.weight"),
+            "{n}"
+        );
+    }
+    let trained = checkpoint_with_codes(&dir.path().join(tag), &codes, true, true);
+    let mut qat = ptq.clone();
+    qat.checkpoint = trained;
+    qat.out = dir.path().join(format!("{tag}-qat.kpk"));
+    qat.export_codes = None;
+    let s = kompakt_converter::convert(&qat, &mut |_| true).unwrap();
+    assert_eq!(s.trained_codes, codes.len());
+    let (fp, fq) = (
+        KpkFile::open(&ptq.out).unwrap(),
+        KpkFile::open(&qat.out).unwrap(),
+    );
+    let mut compared = 0;
+    for t in fp.tensors() {
+        if t.name.starts_with("llm.layers.") && t.dtype.is_quantized() {
+            let q = fq.tensor(&t.name).unwrap();
+            assert_eq!(q.dtype(), t.dtype, "{}", t.name);
+            assert!(q.data == fp.tensor(&t.name).unwrap().data, "{}", t.name);
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, codes.len(), "{tag}");
+    if let Some(b) = qat.budget {
+        assert!(fq.file_size() <= b);
+    }
+    let techniques = format!("{:?}", fq.metadata().get("provenance.techniques"));
+    assert!(
+        techniques.contains("quantization-aware training"),
+        "{techniques}"
+    );
+    assert_eq!(translate(&ptq.out), translate(&qat.out), "{tag}");
+
+    // Codes that do not match the weights (the original floats) are refused.
+    let stale = checkpoint_with_codes(&dir.path().join(tag), &codes, true, false);
+    let mut bad = qat.clone();
+    bad.checkpoint = stale;
+    bad.out = dir.path().join(format!("{tag}-stale.kpk"));
+    let e = kompakt_converter::convert(&bad, &mut |_| true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("differ from the checkpoint's weights") && e.contains("kompakt_codes"),
+        "{e}"
+    );
+    assert!(!bad.out.exists());
+}
+
+#[test]
+fn trained_codes_are_stored_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    // Uniform q4_k (stored interleaved) and q2_k.
+    for dtype in [DType::Q4K, DType::Q2K] {
+        let mut o = options(&dir, &format!("{dtype}.kpk"));
+        o.dtype = dtype;
+        codes_round_trip(&dir, dtype.name(), &mut o);
+    }
+    // A mixed-precision plan: the trained tensors are fixed, the rest allocated.
+    let size = |dtype: DType| {
+        let mut o = options(&dir, &format!("size-{dtype}.kpk"));
+        o.dtype = dtype;
+        kompakt_converter::convert(&o, &mut |_| true)
+            .unwrap()
+            .file_size
+    };
+    let mut o = options(&dir, "plan.kpk");
+    o.budget = Some((size(DType::IQ2).min(size(DType::Q8_0)) + size(DType::F16)) / 2);
+    codes_round_trip(&dir, "plan", &mut o);
+}
+
+/// `train/tests/data/quant_vectors.safetensors`: blocks of every type that
+/// `kompakt-train qat` trains in, quantized and dequantized by the kernels
+/// (its Python fake-quantization must decode them bit for bit). This test
+/// keeps the committed file equal to what the kernels produce; after a
+/// deliberate change, rewrite it with `KOMPAKT_BLESS=1` and rerun the
+/// Python tests.
+#[test]
+fn qat_vectors_for_kompakt_train_match_the_kernels() {
+    let (rows, cols) = (6usize, 600usize); // a partial last block per row
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut input: Vec<f32> = (0..rows * cols)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+        })
+        .collect();
+    input[..cols].fill(0.0); // an all-zero row
+    input[cols..2 * cols].fill(0.031); // a constant row
+    input[2 * cols + 7] = 1.5; // an outlier
+    input[3 * cols + 300] = -2.0;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = vec![(
+        "input".into(),
+        vec![rows, cols],
+        input.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )];
+    for dtype in [DType::Q8_0, DType::Q4K, DType::Q3K, DType::Q2K] {
+        let q = kompakt_kernels::quantize(dtype, &input, rows, cols, None).unwrap();
+        let rb = q.len() / rows;
+        let mut deq = Vec::with_capacity(rows * cols * 4);
+        let mut row = vec![0f32; cols];
+        for r in 0..rows {
+            kompakt_kernels::scalar::dequantize_row(dtype, &q[r * rb..(r + 1) * rb], &mut row);
+            deq.extend(row.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        tensors.push((format!("{}.blocks", dtype.name()), vec![rows, rb], q));
+        tensors.push((
+            format!("{}.dequantized", dtype.name()),
+            vec![rows, cols],
+            deq,
+        ));
+    }
+    let views = tensors.iter().map(|(n, s, d)| {
+        let dt = if n.ends_with(".blocks") {
+            safetensors::Dtype::U8
+        } else {
+            safetensors::Dtype::F32
+        };
+        (
+            n.as_str(),
+            safetensors::tensor::TensorView::new(dt, s.clone(), d).unwrap(),
+        )
+    });
+    let bytes = safetensors::tensor::serialize(views, None).unwrap();
+    let path = fixtures().join("../../train/tests/data/quant_vectors.safetensors");
+    if std::env::var_os("KOMPAKT_BLESS").is_some() {
+        std::fs::write(&path, &bytes).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == bytes,
+        "{} is not what the kernels produce: after a deliberate change, rerun this test with \
+         KOMPAKT_BLESS=1, then the kompakt-train tests",
+        path.display()
+    );
+}

@@ -79,6 +79,11 @@ pub struct ConvertArgs {
     /// faster x86 mat-vec kernel; other CPUs turn them back into rows)
     #[arg(long)]
     pub no_interleave: bool,
+    /// Also write the quantized blocks of the decoder's weight matrices to
+    /// FILE (safetensors): the starting point of `kompakt-train qat`, which
+    /// trains the model in exactly these formats
+    #[arg(long, value_name = "FILE")]
+    pub export_codes: Option<PathBuf>,
 }
 
 /// `--drop-*-layers`: explicit source indices and an optional `auto:N`.
@@ -157,6 +162,15 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     opts.calibration = args.calibration;
     opts.layer_sensitivity = args.layer_sensitivity;
     opts.interleave_q4k = !args.no_interleave;
+    if let Some(p) = &args.export_codes {
+        if p == &args.out {
+            bail!("--export-codes {}: the same path as --out", p.display());
+        }
+        if p.is_dir() {
+            bail!("--export-codes {}: is a directory", p.display());
+        }
+    }
+    opts.export_codes = args.export_codes.clone();
     if let Some(name) = &args.recipe {
         let r = Recipe::load(name).with_context(|| format!("--recipe {name}"))?;
         if args.bin.is_none() && args.max_size.is_none() {
@@ -223,6 +237,20 @@ pub fn run(args: ConvertArgs) -> Result<()> {
     }
     if opts.drop_audio_auto.is_some() || !summary.dropped_audio_layers.is_empty() {
         eprintln!("dropped audio layers {:?}", summary.dropped_audio_layers);
+    }
+    if summary.trained_codes > 0 {
+        eprintln!(
+            "{} weight matrices stored with their trained codes ({})",
+            summary.trained_codes,
+            kompakt_converter::codes::FILE
+        );
+    }
+    if let Some(p) = &opts.export_codes {
+        eprintln!(
+            "wrote the codes of {} decoder weight matrices to {}",
+            summary.exported_codes,
+            p.display()
+        );
     }
     if let Some(k) = summary.kept_vocab {
         eprintln!("vocabulary trimmed to {k} token rows");

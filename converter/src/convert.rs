@@ -71,6 +71,10 @@ pub struct ConvertOptions {
     /// multiple of 4) as Q4KX4: the same blocks, rows interleaved by four
     /// for the interleaved mat-vec kernel. On by default.
     pub interleave_q4k: bool,
+    /// Also write the quantized blocks of the decoder's weight matrices
+    /// (row-major, as quantized for this file) to this codes file
+    /// (`crate::codes`): the starting point of `kompakt-train qat`.
+    pub export_codes: Option<PathBuf>,
 }
 
 impl ConvertOptions {
@@ -99,6 +103,7 @@ impl ConvertOptions {
             calibration: None,
             layer_sensitivity: false,
             interleave_q4k: true,
+            export_codes: None,
         }
     }
 }
@@ -153,6 +158,11 @@ pub struct ConvertSummary {
     pub dropped_llm_layers: Vec<usize>,
     /// Source encoder layers dropped (explicit and automatic).
     pub dropped_audio_layers: Vec<usize>,
+    /// Weight matrices stored with the trained codes of the checkpoint's
+    /// `kompakt_codes.safetensors` (quantization-aware training).
+    pub trained_codes: usize,
+    /// Matrices written to `ConvertOptions::export_codes`.
+    pub exported_codes: usize,
 }
 
 /// Structure decisions that the metadata records.
@@ -169,6 +179,8 @@ struct Layout<'a> {
     calib: Option<&'a Calibration>,
     /// Layers chosen by block influence: (stack, source layer, influence).
     auto_dropped: &'a [(&'static str, usize, f32)],
+    /// Matrices stored from trained codes.
+    trained: usize,
 }
 
 fn prompt_style(opts: &ConvertOptions) -> Result<PromptStyle> {
@@ -343,7 +355,9 @@ fn to_bytes(
 const SLICE_ELEMS: usize = 1 << 24;
 
 /// Streams one tensor into the writer, slice by slice of rows, each slice
-/// converted in parallel.
+/// converted in parallel. With `export`, also returns the quantized blocks
+/// row-major (Q4K for a Q4KX4 tensor: the interleaving is only a layout).
+#[allow(clippy::too_many_arguments)]
 fn write_converted(
     w: &mut KpkWriter,
     ckpt: &Checkpoint,
@@ -352,7 +366,8 @@ fn write_converted(
     keep_rows: Option<&[usize]>,
     importance: Option<&[f32]>,
     slice_elems: usize,
-) -> Result<()> {
+    export: bool,
+) -> Result<Option<crate::codes::Coded>> {
     let (src, bytes) = ckpt.view(&s.hf, &s.shape)?;
     let cols = (*s.shape.last().unwrap_or(&1)).max(1);
     let row_bytes = cols * src.width();
@@ -381,18 +396,95 @@ fn write_converted(
     let task_rows = (slice_rows / (4 * rayon::current_num_threads()))
         .max(1)
         .next_multiple_of(unit);
+    let row_major = if dtype == DType::Q4KX4 && export {
+        DType::Q4K
+    } else {
+        dtype
+    };
+    let mut exported = Vec::new();
     for r0 in (0..rows).step_by(slice_rows) {
         let r1 = (r0 + slice_rows).min(rows);
         let parts: Vec<Result<Vec<u8>>> = bytes[r0 * row_bytes..r1 * row_bytes]
             .par_chunks(task_rows * row_bytes)
             .map(|chunk| {
                 let data = src.decode(chunk);
-                to_bytes(dtype, &data, &[data.len() / cols, cols], &s.hf, importance)
+                to_bytes(
+                    row_major,
+                    &data,
+                    &[data.len() / cols, cols],
+                    &s.hf,
+                    importance,
+                )
             })
             .collect();
         for p in parts {
-            w.write_chunk(&p?)?;
+            let p = p?;
+            if row_major == dtype {
+                w.write_chunk(&p)?;
+            } else {
+                w.write_chunk(&interleave_rows(&p, cols))?;
+            }
+            if export {
+                exported.extend_from_slice(&p);
+            }
         }
+    }
+    w.end_tensor()?;
+    Ok(export.then_some(crate::codes::Coded {
+        dtype: row_major,
+        rows,
+        cols,
+        bytes: exported,
+    }))
+}
+
+/// Row-major Q4K blocks of whole panels of rows (or the last rows of a
+/// tensor) as Q4KX4.
+fn interleave_rows(q4k: &[u8], cols: usize) -> Vec<u8> {
+    let nb = cols.div_ceil(DType::Q4K.block_elems() as usize);
+    let rows = q4k.len() / (nb * DType::Q4K.block_bytes() as usize);
+    kompakt_kernels::interleave::interleave(q4k, rows, nb)
+}
+
+/// Writes trained codes unchanged (rows picked by `keep_rows`; Q4K codes
+/// interleaved when the tensor is stored as Q4KX4).
+fn write_coded(
+    w: &mut KpkWriter,
+    s: &TensorSpec,
+    c: &crate::codes::Coded,
+    dtype: DType,
+    keep_rows: Option<&[usize]>,
+) -> Result<()> {
+    let rb = c.row_bytes();
+    let gathered: Vec<u8>;
+    let (bytes, rows) = match keep_rows {
+        None => (&c.bytes[..], c.rows),
+        Some(keep) => {
+            gathered = keep
+                .iter()
+                .flat_map(|&r| &c.bytes[r * rb..(r + 1) * rb])
+                .copied()
+                .collect();
+            (&gathered[..], keep.len())
+        }
+    };
+    let mut shape: Vec<u64> = s.shape.iter().map(|&d| d as u64).collect();
+    if keep_rows.is_some() {
+        shape[0] = rows as u64;
+    }
+    w.begin_tensor(&s.kpk, dtype, &shape)?;
+    if dtype == c.dtype {
+        w.write_chunk(bytes)?;
+    } else if dtype == DType::Q4KX4 && c.dtype == DType::Q4K {
+        let panel = kompakt_kernels::interleave::PANEL_ROWS * rb;
+        for chunk in bytes.chunks(panel) {
+            w.write_chunk(&interleave_rows(chunk, c.cols))?;
+        }
+    } else {
+        return Err(ConvertError::Option(format!(
+            "`{}`: trained codes of type {} cannot be stored as {dtype}",
+            s.hf, c.dtype
+        )));
     }
     w.end_tensor()?;
     Ok(())
@@ -504,6 +596,11 @@ pub fn convert(
         }
     }
 
+    // Codes trained by `kompakt-train qat` are stored as they are.
+    let trained = crate::codes::in_checkpoint(&opts.checkpoint)?.unwrap_or_default();
+    check_trained(&ckpt, &specs, &trained)?;
+    let is_trained = |s: &TensorSpec| trained.contains_key(&s.hf);
+
     let tok_path = opts.checkpoint.join("tokenizer.json");
     let tok_bytes = std::fs::read(&tok_path).map_err(|source| ConvertError::Io {
         path: tok_path.clone(),
@@ -589,13 +686,16 @@ pub fn convert(
     let plan = match opts.budget {
         None => None,
         Some(budget) => {
-            // Everything not allocated, plus metadata and alignment.
+            // Everything not allocated (trained codes included), plus
+            // metadata and alignment.
             let fixed: u64 = specs
                 .iter()
-                .filter(|s| !crate::plan::allocatable(s.role))
+                .filter(|s| !crate::plan::allocatable(s.role) || is_trained(s))
                 .map(|s| {
                     let shape: Vec<u64> = stored_shape(s).iter().map(|&d| d as u64).collect();
-                    dtype_for(s.role, DType::Q4K)
+                    trained
+                        .get(&s.hf)
+                        .map_or(dtype_for(s.role, DType::Q4K), |c| c.dtype)
                         .storage_bytes(&shape)
                         .unwrap_or(0)
                 })
@@ -609,11 +709,12 @@ pub fn convert(
                 + kept.as_ref().map_or(0, |k| k.len() as u64 * 8)
                 + 201 * hp.n_mels as u64 * 4
                 + (16 << 10);
+            let open: Vec<TensorSpec> = specs.iter().filter(|s| !is_trained(s)).cloned().collect();
             Some(crate::plan::allocate(
                 &ckpt,
                 calib.as_ref(),
                 opts.layer_sensitivity,
-                &specs,
+                &open,
                 &stored_shape,
                 &rows_of,
                 &|s: &TensorSpec| {
@@ -633,6 +734,9 @@ pub fn convert(
         }
     };
     let dtype_of = |s: &TensorSpec| -> DType {
+        if let Some(c) = trained.get(&s.hf) {
+            return c.dtype;
+        }
         match plan.as_ref().and_then(|p| p.dtype_of(&s.kpk)) {
             Some(d) => d,
             None if plan.is_some() => dtype_for(s.role, DType::Q4K),
@@ -656,21 +760,34 @@ pub fn convert(
         tokenizer_zstd: &tok_zstd,
         calib: calib.as_ref(),
         auto_dropped: &auto_dropped,
+        trained: specs.iter().filter(|s| is_trained(s)).count(),
     };
     write_metadata(meta, opts, &ckpt, &layout, &specs, &stored_shape)?;
 
     let total = specs.len();
+    let mut exported = crate::codes::Codes::new();
     for (done, s) in specs.iter().enumerate() {
         let dtype = storage_dtype(s, dtype_of(s), &stored_shape(s), opts.interleave_q4k);
-        write_converted(
-            &mut w,
-            &ckpt,
-            s,
-            dtype,
-            rows_of(s).as_deref(),
-            importance_of(s),
-            SLICE_ELEMS,
-        )?;
+        let export = opts.export_codes.is_some() && exportable(s) && dtype.is_quantized();
+        let coded = match trained.get(&s.hf) {
+            Some(c) => {
+                write_coded(&mut w, s, c, dtype, rows_of(s).as_deref())?;
+                export.then(|| c.clone())
+            }
+            None => write_converted(
+                &mut w,
+                &ckpt,
+                s,
+                dtype,
+                rows_of(s).as_deref(),
+                importance_of(s),
+                SLICE_ELEMS,
+                export,
+            )?,
+        };
+        if let Some(c) = coded {
+            exported.insert(s.hf.clone(), c);
+        }
         ckpt.release(&s.hf);
         if !progress(Progress {
             stage: Stage::Writing,
@@ -680,6 +797,11 @@ pub fn convert(
         }) {
             return Err(ConvertError::Cancelled);
         }
+    }
+    // The codes file first: a failure leaves no `.kpk` (the writer removes
+    // its partial output when dropped unfinished).
+    if let Some(p) = &opts.export_codes {
+        crate::codes::write(p, &exported)?;
     }
     let summary = w.finish()?;
     Ok(ConvertSummary {
@@ -694,7 +816,84 @@ pub fn convert(
         plan,
         dropped_llm_layers: drop_llm,
         dropped_audio_layers: drop_audio,
+        trained_codes: specs.iter().filter(|s| is_trained(s)).count(),
+        exported_codes: exported.len(),
     })
+}
+
+/// The matrices `--export-codes` writes: the decoder layers' weight
+/// matrices, which `kompakt-train qat` trains.
+pub fn exportable(s: &TensorSpec) -> bool {
+    s.component == Component::LlmLayers && s.role == Role::Linear
+}
+
+/// Trained codes must name checkpoint tensors, with their shapes, and hold
+/// the values the checkpoint holds: a checkpoint trained further after its
+/// codes were written would otherwise be converted from stale codes.
+fn check_trained(
+    ckpt: &Checkpoint,
+    specs: &[TensorSpec],
+    trained: &crate::codes::Codes,
+) -> Result<()> {
+    let path = ckpt.dir.join(crate::codes::FILE);
+    let bad = |msg: String| ConvertError::Safetensors {
+        path: path.clone(),
+        msg,
+    };
+    for (name, c) in trained {
+        let Some(s) = specs.iter().find(|s| &s.hf == name) else {
+            if ckpt.has(name) {
+                continue; // a dropped layer
+            }
+            return Err(bad(format!(
+                "codes for `{name}`, which is not a tensor of the checkpoint"
+            )));
+        };
+        if !crate::plan::allocatable(s.role) {
+            return Err(bad(format!(
+                "codes for `{name}`, which kompakt stores as floats ({:?})",
+                s.role
+            )));
+        }
+        let cols = *s.shape.last().unwrap_or(&1);
+        let rows = s.shape.iter().product::<usize>() / cols.max(1);
+        if (c.rows, c.cols) != (rows, cols) {
+            return Err(bad(format!(
+                "codes for `{name}` have shape [{}, {}], the checkpoint's tensor [{rows}, {cols}]",
+                c.rows, c.cols
+            )));
+        }
+        // The first and last rows, dequantized, against the checkpoint's values.
+        let (src, bytes) = ckpt.view(&s.hf, &s.shape)?;
+        let row_bytes = cols * src.width();
+        let mut deq = vec![0f32; cols];
+        for r in [0, rows - 1] {
+            let want = src.decode(&bytes[r * row_bytes..(r + 1) * row_bytes]);
+            let rb = c.row_bytes();
+            kompakt_kernels::scalar::dequantize_row(
+                c.dtype,
+                &c.bytes[r * rb..(r + 1) * rb],
+                &mut deq,
+            );
+            // Equal for f32 checkpoints; bf16 storage rounds by at most 2^-9.
+            let bad_at = deq
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| (a - b).abs() > a.abs() / 256.0);
+            if let Some(i) = bad_at {
+                return Err(bad(format!(
+                    "the codes of `{name}` differ from the checkpoint's weights (row {r}, column \
+                     {i}: {} in the codes, {} in the checkpoint): the weights were changed after \
+                     the codes were written; remove {} to quantize them again",
+                    deq[i],
+                    want[i],
+                    crate::codes::FILE
+                )));
+            }
+        }
+        ckpt.release(&s.hf);
+    }
+    Ok(())
 }
 
 /// The `k` source layers of `stack` (of `n`) with the lowest block influence
@@ -1027,6 +1226,15 @@ fn write_metadata(
             auto_note(layout.auto_dropped, "audio")
         ));
     }
+    if layout.trained > 0 {
+        techniques.push(format!(
+            "quantization-aware training: {} weight matrices stored with the codes they were \
+             trained in ({}), not quantized again",
+            layout.trained,
+            crate::codes::FILE
+        ));
+        recipe["trained_codes"] = serde_json::json!(layout.trained);
+    }
     let mut training_data = vec![];
     if let Some(training) = crate::training::read(&ckpt.dir)? {
         techniques.extend(crate::training::techniques(&training));
@@ -1109,7 +1317,7 @@ mod tests {
             let path = dir.path().join(name);
             let mut w = KpkWriter::create(&path).unwrap();
             // 10 rows per slice before rounding.
-            write_converted(&mut w, &ckpt, &s, dtype, None, None, 10 * cols).unwrap();
+            write_converted(&mut w, &ckpt, &s, dtype, None, None, 10 * cols, false).unwrap();
             w.finish().unwrap();
             let f = KpkFile::open(&path).unwrap();
             let t = f.tensor("w").unwrap();

@@ -1,6 +1,7 @@
 //! kompakt's converter: Hugging Face Qwen2-Audio checkpoints to `.kpk`.
 pub mod calib;
 pub mod checkpoint;
+pub mod codes;
 pub mod convert;
 pub mod error;
 pub mod hparams;

@@ -167,3 +167,21 @@ def test_text_translation_prompts_are_distilled_on_the_teachers_answers(soft_tea
     assert res["kl_final"] < 0.9 * res["kl_initial"], res
     data = json.loads((out / "kompakt_train.json").read_text())["steps_done"][1]["data"]
     assert data["mt_src"] == texts["train"][0]
+
+
+def test_batched_teacher_translations_equal_one_at_a_time(soft_teacher, texts):
+    from kompakt_train import checkpoint as ckpt
+    from kompakt_train.data import text_prompts
+    from kompakt_train.distill import teacher_translations
+    lines = [x for x in open(texts["heldout"][0], encoding="utf-8").read().splitlines() if x.strip()][:5]
+    prompts = text_prompts(soft_teacher, lines, ["de", "zh"])
+    teacher = ckpt.load_model(soft_teacher).eval()
+    eos = teacher.generation_config.eos_token_id
+    eos = eos if isinstance(eos, list) else [eos]
+    one = teacher_translations(teacher, prompts, eos, 12, "cpu", lambda *_: None, batch=1)
+    many = teacher_translations(teacher, prompts, eos, 12, "cpu", lambda *_: None, batch=4)
+    assert len(one) == len(many) == 10
+    for a, b in zip(one, many):
+        assert a.loss_from == b.loss_from
+        assert a.input_ids.tolist() == b.input_ids.tolist()
+    assert any(e.n_targets > 1 for e in one)  # the answers are not empty

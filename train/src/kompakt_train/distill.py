@@ -146,18 +146,45 @@ def teacher_pass(teacher, examples: list[Example], indices: list[int], k: int, t
 
 @torch.no_grad()
 def teacher_translations(teacher, prompts: list[SpeechPrompt], eos: list[int], max_new: int, device,
-                         log) -> list[Example]:
-    """Sequence-level targets: the teacher's greedy translation of each speech or text prompt."""
-    out = []
-    for n, p in enumerate(prompts):
-        ex = Example(p.input_ids, 0, p if isinstance(p, SpeechPrompt) else None)
-        gen = teacher.generate(**{k: v for k, v in model_inputs(ex, device).items() if k != "use_cache"},
-                               max_new_tokens=max_new, do_sample=False, num_beams=1, repetition_penalty=1.0,
-                               eos_token_id=eos)
-        new = gen[0, len(p.input_ids):].cpu()
-        seq = torch.cat([p.input_ids, new])
-        out.append(Example(seq, len(p.input_ids) - 1, ex.speech))
-        log(f"teacher: translated {n + 1}/{len(prompts)} prompts ({len(new)} tokens)")
+                         log, batch: int = 16) -> list[Example]:
+    """Sequence-level targets: the teacher's greedy translation of each speech or text prompt.
+    Text prompts are generated `batch` at a time (left-padded): decoding one sequence at a time
+    reads every weight once per token, a batch shares that read."""
+    out: list[Example | None] = [None] * len(prompts)
+    t0, done = time.time(), 0
+
+    def finish(i: int, p, new: torch.Tensor) -> None:
+        nonlocal done
+        ex_speech = p if isinstance(p, SpeechPrompt) else None
+        out[i] = Example(torch.cat([p.input_ids, new]), len(p.input_ids) - 1, ex_speech)
+        done += 1
+        log(f"teacher: translated {done}/{len(prompts)} prompts ({len(new)} tokens, {time.time() - t0:.0f} s)")
+
+    texts = [i for i, p in enumerate(prompts) if not isinstance(p, SpeechPrompt)]
+    for i, p in enumerate(prompts):
+        if isinstance(p, SpeechPrompt):
+            ex = Example(p.input_ids, 0, p)
+            gen = teacher.generate(**{k: v for k, v in model_inputs(ex, device).items() if k != "use_cache"},
+                                   max_new_tokens=max_new, do_sample=False, num_beams=1,
+                                   repetition_penalty=1.0, eos_token_id=eos)
+            finish(i, p, gen[0, len(p.input_ids):].cpu())
+    pad = eos[0]
+    for b0 in range(0, len(texts), batch):
+        idx = texts[b0:b0 + batch]
+        width = max(len(prompts[i].input_ids) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for r, i in enumerate(idx):
+            n = len(prompts[i].input_ids)
+            ids[r, width - n:] = prompts[i].input_ids
+            mask[r, width - n:] = 1
+        gen = teacher.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new,
+                               do_sample=False, num_beams=1, repetition_penalty=1.0, eos_token_id=eos,
+                               pad_token_id=pad)
+        for r, i in enumerate(idx):
+            new = gen[r, width:].cpu()
+            stop = [k for k, t in enumerate(new.tolist()) if t in eos]
+            finish(i, prompts[i], new[: stop[0] + 1] if stop else new)
     return out
 
 
