@@ -104,8 +104,13 @@ pub fn techniques(v: &Value) -> Vec<String> {
                 v.get("teacher_params").and_then(Value::as_u64).unwrap_or(0),
                 v.get("student_params").and_then(Value::as_u64).unwrap_or(0),
             )),
-            "distill" => Some(format!(
-                "knowledge distillation from the teacher by kompakt-train ({}; {} tokens, {} steps; held-out KL {:.4} -> {:.4})",
+            stage @ ("distill" | "qat") => Some(format!(
+                "{} from the teacher by kompakt-train ({}; {} tokens, {} steps; held-out KL {:.4} -> {:.4})",
+                if stage == "qat" {
+                    "quantization-aware knowledge distillation (weights trained in their kompakt formats)"
+                } else {
+                    "knowledge distillation"
+                },
                 step.get("loss").and_then(Value::as_str).unwrap_or("KL"),
                 step.get("tokens").and_then(Value::as_u64).unwrap_or(0),
                 step.get("steps").and_then(Value::as_u64).unwrap_or(0),

@@ -1,10 +1,12 @@
-"""`kompakt-train`: importance, prune, distill.
+"""`kompakt-train`: importance, prune, distill, qat.
 
     kompakt-train importance --teacher DIR --text F... [--audio DIR] --out imp.safetensors
     kompakt-train prune --teacher DIR --out DIR [--importance imp.safetensors]
                         [--llm-layers N] [--hidden H] [--ffn F] [--heads A --kv-heads K]
                         [--audio-layers N] [--audio-ffn F] | [--bin N --bits B [--vocab V]] [--dry-run]
     kompakt-train distill --teacher DIR --student DIR --out DIR --text F... [--steps N | --tokens N] [--json]
+    kompakt-train qat --codes CODES --teacher DIR --student DIR --out DIR --text F... [--steps N | --tokens N]
+        (CODES from `kompakt convert --checkpoint STUDENT ... --export-codes CODES`)
 
 Multi-GPU / multi-node: `accelerate launch [--config_file fsdp.yaml] -m kompakt_train distill ...`
 or `torchrun --nproc_per_node N -m kompakt_train distill ...`.
@@ -173,6 +175,23 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=cmd_prune)
 
     d = sub.add_parser("distill", help="train the student on the teacher's distributions")
+    training_args(d)
+    d.set_defaults(fn=cmd_distill)
+
+    q = sub.add_parser("qat", help="distill with the student's weight matrices in kompakt's quantized formats")
+    q.add_argument("--codes", required=True,
+                   help="codes file from `kompakt convert --checkpoint STUDENT ... --export-codes FILE`: the "
+                        "types and starting grid of the matrices to train; the output checkpoint holds the "
+                        "trained codes (kompakt_codes.safetensors), which `kompakt convert` stores unchanged")
+    q.add_argument("--scale-lr", type=float, help="peak learning rate of the step sizes, in log space "
+                   "(default: --lr; on the tiny fixture 10x --lr made it worse)")
+    training_args(q)
+    q.set_defaults(fn=cmd_distill)
+    return p
+
+
+def training_args(d: argparse.ArgumentParser) -> None:
+    """The options that `distill` and `qat` share."""
     d.add_argument("--teacher", required=True)
     d.add_argument("--student", required=True)
     d.add_argument("--out", required=True, help="distilled checkpoint directory (work files in OUT.work/)")
@@ -214,8 +233,6 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--stop-after-steps", type=int, help="end this invocation after N steps with a checkpoint "
                    "(for time-limited jobs); the same command resumes")
     d.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    d.set_defaults(fn=cmd_distill)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

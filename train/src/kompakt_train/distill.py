@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from . import checkpoint as ckpt
-from . import vocab
+from . import quant, vocab
 from .data import (Clip, SpeechPrompt, clips_from_dir, clips_from_segments, load_tokenizer, read_text,
                    speech_prompts, text_prompts, text_windows)
 from .errors import TrainError
@@ -83,6 +83,8 @@ class DistillConfig:
     threads: int | None = None
     overwrite: bool = False
     stop_after_steps: int | None = None  # end this invocation early, leaving a checkpoint to resume
+    codes: str | None = None  # quantization-aware training: the codes file of the matrices to train
+    scale_lr: float | None = None  # peak lr of the log step sizes (default: lr)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -442,6 +444,18 @@ def run(cfg: DistillConfig, log=print) -> dict:
         for name, p in student.named_parameters():
             if "audio_tower" in name or "multi_modal_projector" in name:
                 p.requires_grad_(False)
+    attached: dict = {}
+    if cfg.codes:
+        from accelerate.utils import DistributedType
+        if acc.distributed_type == DistributedType.FSDP:
+            raise TrainError("qat does not run under FSDP yet (its export needs whole matrices): use DDP "
+                             "(torchrun or accelerate's multi-GPU mode)")
+        attached = quant.attach(student, quant.read_codes(cfg.codes))
+        types: dict[str, int] = {}
+        for fq in attached.values():
+            types[fq.fmt.name] = types.get(fq.fmt.name, 0) + 1
+        say(f"quantization-aware training: {len(attached)} matrices in kompakt's formats "
+            f"({', '.join(f'{t}: {n}' for t, n in sorted(types.items()))}), codes from {cfg.codes}")
     kept = vocab.read(student_dir)
     kept_pos = None
     if kept is not None:
@@ -460,8 +474,12 @@ def run(cfg: DistillConfig, log=print) -> dict:
         say(f"hidden-state loss: weight {cfg.hidden_loss}, on {len(h_idx)} of the teacher's "
             f"{t_cfg['text_config']['hidden_size']} channels (teacher runs live)")
     student.train()
-    opt = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+    scale_params = [p for n, p in student.named_parameters() if p.requires_grad and n.endswith(("log_d", "log_dmin"))]
+    ids = {id(p) for p in scale_params}
+    groups = [{"params": [p for p in student.parameters() if p.requires_grad and id(p) not in ids]}]
+    if scale_params:
+        groups.append({"params": scale_params, "lr": cfg.scale_lr if cfg.scale_lr is not None else cfg.lr, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_at(s, total_steps, cfg))
     # The schedule counts optimizer steps (accelerate's prepared scheduler would advance once per
     # process and step, so N processes would decay N times faster).
@@ -568,17 +586,25 @@ def run(cfg: DistillConfig, log=print) -> dict:
     if main:
         with ckpt.OutputDir(out, overwrite=cfg.overwrite) as o:
             unwrapped = acc.unwrap_model(student)
+            if attached:
+                # The trained codes, and the weights replaced by their values (no parametrizations left).
+                trained = quant.export(unwrapped, attached)
+                sd = unwrapped.state_dict()
+                quant.write_codes(o.path / quant.FILE, trained)
             unwrapped.save_pretrained(str(o.path), state_dict=sd, safe_serialization=True)
             ckpt.copy_side_files(student_dir, o.path)
             prov = ckpt.read_provenance(student_dir)
             prov["steps_done"] = prov.get("steps_done", []) + [{
-                "stage": "distill", "teacher": str(teacher_dir), "teacher_hash": ckpt.fingerprint(teacher_dir),
+                "stage": "qat" if attached else "distill", "teacher": str(teacher_dir), "teacher_hash": ckpt.fingerprint(teacher_dir),
                 "student": str(student_dir), "data": {"text": cfg.text, "eval_text": cfg.eval_text,
                                                       "mt_src": cfg.mt_src,
                                                       "segments": cfg.segments, "audio": cfg.audio,
                                                       "langs": cfg.langs},
                 "loss": f"forward KL at T={cfg.temperature} on teacher top-{cfg.top_k} + tail"
                         + (f" + {cfg.hidden_loss} x final hidden-state MSE" if cfg.hidden_loss else ""),
+                **({"qat": {"codes": cfg.codes, "matrices": len(attached),
+                            "method": "straight-through codes of latent f32 weights, learned f16 super-scales "
+                                      "(log space), sub-scales fixed from the codes file"}} if attached else {}),
                 "vocab_kept": None if kept is None else len(kept),
                 **{k: result[k] for k in ("tokens", "steps", "wall_s", "kl_initial", "kl_final",
                                            "top1_initial", "top1_final", "machine", "processes")},
