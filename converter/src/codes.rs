@@ -189,6 +189,13 @@ pub fn write(path: &Path, codes: &Codes) -> Result<()> {
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    // The safetensors writer goes through a private temporary file (mode 0600);
+    // a codes file is an ordinary output, readable like the `.kpk`.
+    #[cfg(unix)]
+    if written.is_ok() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+    }
     written
 }
 

@@ -18,7 +18,7 @@ TEXT=${TEXT:-$DATA/train-text}
 WORK=${WORK:-$DATA/students}
 KPK=${KPK:-$DATA/kpk}
 KOMPAKT=${KOMPAKT:-target/release/kompakt}
-TOKENS=${TOKENS:-60000}
+TOKENS=${TOKENS:-15000}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 mkdir -p "$WORK/logs" "$KPK" "$WORK/text-2"
 
@@ -28,7 +28,7 @@ if [ ! -d "$WORK/width50-mt" ]; then
         --mt-src "$EVAL/calib/en.txt" --langs de zh \
         --text "$WORK"/text-2/{en,de,zh}.txt --max-tokens-per-file 10000 \
         --eval-text "$EVAL"/heldout/{en,de,zh}.txt --teacher-cache "$WORK/teacher-cache-mt" \
-        --tokens "$TOKENS" --batch-size 2 --window 256 --lr 1e-4 --warmup-steps 10 --eval-every 50 \
+        --tokens "$TOKENS" --batch-size 2 --window 256 --lr "${LR:-2e-5}" --warmup-steps 10 --eval-every 25 \
         --save-every 50 --seed 0 --json \
         > "$WORK/logs/distill-width50-mt.json" 2> "$WORK/logs/distill-width50-mt.log"
 fi

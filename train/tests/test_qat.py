@@ -88,3 +88,9 @@ def test_qat_errors_name_the_problem(soft_teacher, texts, tmp_path):
                 "--steps", "1")
     assert r.returncode == 2 and "no such codes file" in r.stderr and "--export-codes" in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
+    empty = tmp_path / "empty.safetensors"
+    quant.write_codes(empty, {})
+    r = run_cli("qat", "--codes", str(empty), "--teacher", str(soft_teacher), "--student", str(soft_teacher),
+                "--out", str(tmp_path / "o"), "--text", *texts["train"], "--steps", "1")
+    assert r.returncode == 2 and "lists no matrices" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()

@@ -42,10 +42,55 @@ def test_fake_quantization_keeps_a_quantized_weight_and_passes_gradients(name):
     repacked = quant.pack(g, fq.codes(w.detach(), g.d, g.dmin))
     g2, q2 = quant.unpack(fmt, repacked, cols)
     assert np.array_equal(quant.dequantize(g2, q2, cols).numpy(), want)  # (-0.0 == 0.0)
-    # Straight-through: the latent weights and the step sizes get gradients.
-    (out * torch.randn_like(out)).sum().backward()
-    assert w.grad is not None and w.grad.abs().sum() > 0
-    assert fq.log_d.grad is not None and fq.log_d.grad.abs().sum() > 0
+    # On the grid the straight-through gradient reaches the weights (those whose step is not zero).
+    (out * torch.ones_like(out)).sum().backward()
+    assert w.grad is not None and set(w.grad.unique().tolist()) <= {0.0, 1.0}
+    assert (w.grad[2:] == 1).float().mean() > 0.8  # q2_k: 11 % of its sub-scales are zero here
+
+
+class _Round(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+@pytest.mark.parametrize("name", TYPES)
+def test_gradients_equal_autograd_through_the_straight_through_formula(name):
+    """The hand-written backward (which saves only w and the steps) against autograd on
+    w_hat = s * round_ste(clamp((w + M) / s)) - M (x = 0 where s = 0), off the grid."""
+    fmt = quant.fmt_of(name)
+    cols = VECTORS[f"{name}.dequantized"].shape[1]
+    grid, _ = quant.unpack(fmt, VECTORS[f"{name}.blocks"], cols)
+    x = torch.from_numpy(VECTORS["input"].copy())[2:]  # rows with nonzero steps
+    grid = quant.Grid(fmt, grid.d[2:], grid.sc[2:], None if grid.dmin is None else grid.dmin[2:],
+                      None if grid.m is None else grid.m[2:])
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+
+    fq = quant.FakeQuant(grid, cols)
+    w1 = x.clone().requires_grad_(True)
+    (fq(w1) * g).sum().backward()
+
+    fq2 = quant.FakeQuant(grid, cols)
+    w2 = x.clone().requires_grad_(True)
+    d, dmin = fq2.scales()
+    rows, nb = d.shape
+    wp = torch.nn.functional.pad(w2, (0, nb * fmt.block - cols)).reshape(rows, nb, fmt.nsub, fmt.sub)
+    s = (d[..., None] * fq2.sc)[..., None]
+    mn = (dmin[..., None] * fq2.m)[..., None] if fmt.has_min else torch.zeros_like(s)
+    x = torch.where(s == 0, torch.zeros_like(wp), (wp + mn) / torch.where(s == 0, torch.ones_like(s), s))
+    q = _Round.apply(torch.clamp(x, fmt.qmin, fmt.qmax))
+    ref = (s * q - mn).reshape(rows, -1)[:, :cols]
+    (ref * g).sum().backward()
+
+    assert torch.allclose(w1.grad, w2.grad)
+    assert torch.allclose(fq.log_d.grad, fq2.log_d.grad, rtol=1e-4, atol=1e-6)
+    assert fq.log_d.grad.abs().sum() > 0
+    if fmt.has_min:
+        assert torch.allclose(fq.log_dmin.grad, fq2.log_dmin.grad, rtol=1e-4, atol=1e-6)
 
 
 def test_fake_quantization_rounds_off_grid_weights_to_the_nearest_code():

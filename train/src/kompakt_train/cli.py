@@ -232,6 +232,9 @@ def training_args(d: argparse.ArgumentParser) -> None:
     d.add_argument("--overwrite", action="store_true", default=None)
     d.add_argument("--stop-after-steps", type=int, help="end this invocation after N steps with a checkpoint "
                    "(for time-limited jobs); the same command resumes")
+    d.add_argument("--freeze-embeddings", action="store_true", default=None,
+                   help="keep the token embeddings and the lm_head fixed (no optimizer state for them: "
+                        "about 2 GB less on the 0.5B proxy, 7.5 GB on the 7B)")
     d.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
 
 

@@ -85,6 +85,7 @@ class DistillConfig:
     stop_after_steps: int | None = None  # end this invocation early, leaving a checkpoint to resume
     codes: str | None = None  # quantization-aware training: the codes file of the matrices to train
     scale_lr: float | None = None  # peak lr of the log step sizes (default: lr)
+    freeze_embeddings: bool = False  # keep the token embeddings and the lm_head fixed (saves their optimizer state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,6 +327,10 @@ def run(cfg: DistillConfig, log=print) -> dict:
         raise TrainError("give --steps or --tokens")
     if out.exists() and not cfg.overwrite:
         raise TrainError(f"{out}: already exists (choose another --out, or --overwrite)")
+    codes = quant.read_codes(cfg.codes) if cfg.codes else {}
+    if cfg.codes and not codes:
+        raise TrainError(f"--codes {cfg.codes}: lists no matrices (an f32/f16 conversion has none: export "
+                         "the codes of a quantized conversion)")
 
     mp = cfg.mixed_precision
     if mp == "auto":
@@ -362,10 +367,12 @@ def run(cfg: DistillConfig, log=print) -> dict:
         clips += clips_from_segments(cfg.segments, cfg.wav_dir)
 
     # The teacher pass depends on the teacher and the data only: students share it.
-    data_key = _hash({k: getattr(cfg, k) for k in (
+    key = {k: getattr(cfg, k) for k in (
         "text", "eval_text", "segments", "wav_dir", "audio", "mt_src", "langs", "window", "max_tokens_per_file",
-        "eval_windows", "eval_max_tokens", "temperature", "top_k", "max_new_tokens")},
-        ckpt.fingerprint(teacher_dir))
+        "eval_windows", "eval_max_tokens", "temperature", "top_k", "max_new_tokens")}
+    if key["mt_src"] is None:  # caches made before --mt-src existed stay valid
+        del key["mt_src"]
+    data_key = _hash(key, ckpt.fingerprint(teacher_dir))
     # Example indices depend on how speech prompts were shared out, hence the process count.
     cache_root = Path(cfg.teacher_cache) if cfg.teacher_cache else work
     cache_dir = cache_root / f"teacher-{data_key}-p{acc.num_processes}"
@@ -450,12 +457,16 @@ def run(cfg: DistillConfig, log=print) -> dict:
         if acc.distributed_type == DistributedType.FSDP:
             raise TrainError("qat does not run under FSDP yet (its export needs whole matrices): use DDP "
                              "(torchrun or accelerate's multi-GPU mode)")
-        attached = quant.attach(student, quant.read_codes(cfg.codes))
+        attached = quant.attach(student, codes)
         types: dict[str, int] = {}
         for fq in attached.values():
             types[fq.fmt.name] = types.get(fq.fmt.name, 0) + 1
         say(f"quantization-aware training: {len(attached)} matrices in kompakt's formats "
             f"({', '.join(f'{t}: {n}' for t, n in sorted(types.items()))}), codes from {cfg.codes}")
+    if cfg.freeze_embeddings:
+        for mod in (student.get_input_embeddings(), student.get_output_embeddings()):
+            if mod is not None:
+                mod.weight.requires_grad_(False)
     kept = vocab.read(student_dir)
     kept_pos = None
     if kept is not None:

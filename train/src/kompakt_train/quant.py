@@ -203,16 +203,6 @@ def dequantize(grid: Grid, q: torch.Tensor, cols: int, d: torch.Tensor | None = 
     return w.reshape(rows, nb * fmt.block)[:, :cols]
 
 
-class _RoundSTE(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return torch.round(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
-
-
 class _F16STE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -221,6 +211,55 @@ class _F16STE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         return g
+
+
+def _codes(wp: torch.Tensor, s: torch.Tensor, mn: torch.Tensor | None, qmin: int, qmax: int):
+    """x = (w + M) / s and its codes q = round(clamp(x)) per sub-block; wp [rows, nb, nsub, sub],
+    s and mn [rows, nb, nsub, 1]. Zero steps give code 0."""
+    num = wp + mn if mn is not None else wp
+    x = num / torch.where(s == 0, torch.ones_like(s), s)
+    x = torch.where(s == 0, torch.zeros_like(x), x)
+    return x, torch.round(torch.clamp(x, qmin, qmax))
+
+
+class _FakeQuantFn(torch.autograd.Function):
+    """w_hat = s * round(clamp((w + M) / s)) - M with straight-through (LSQ) gradients:
+    dw_hat/dw = 1 inside the code range (0 outside, and where s = 0), dw_hat/ds = q - x inside
+    (q outside), dw_hat/dM = 0 inside (-1 outside). `w` is [rows, cols]; s and M are
+    [rows, nb, nsub, 1]. Saves only w, s and M and recomputes the codes in the backward pass: the
+    autograd graph of the same formula keeps four or five full-size temporaries per matrix (the
+    0.5B proxy ran out of 24 GB with it)."""
+
+    @staticmethod
+    def forward(ctx, w, s, mn, qmin, qmax, fmt):
+        _, q = _codes(_blocks(w, s, fmt), s, mn, qmin, qmax)
+        ctx.save_for_backward(w, s, mn if mn is not None else torch.empty(0))
+        ctx.has_min, ctx.qmin, ctx.qmax, ctx.fmt = mn is not None, qmin, qmax, fmt
+        out = s * q
+        if mn is not None:
+            out = out - mn
+        return out.reshape(w.shape[0], -1)[:, :w.shape[1]]
+
+    @staticmethod
+    def backward(ctx, g):
+        w, s, mn = ctx.saved_tensors
+        mn = mn if ctx.has_min else None
+        x, q = _codes(_blocks(w, s, ctx.fmt), s, mn, ctx.qmin, ctx.qmax)
+        # A zero step makes the weight a constant (-M): no gradient reaches w there.
+        inside = ((x >= ctx.qmin) & (x <= ctx.qmax) & (s != 0)).to(g.dtype)
+        gb = _blocks(g, s, ctx.fmt)
+        g_w = (gb * inside).reshape(w.shape[0], -1)[:, :w.shape[1]]
+        g_s = (gb * (q - inside * x)).sum(-1, keepdim=True)
+        g_m = (gb * (inside - 1)).sum(-1, keepdim=True) if mn is not None else None
+        return g_w, g_s, g_m, None, None, None
+
+
+def _blocks(w: torch.Tensor, s: torch.Tensor, fmt: Fmt) -> torch.Tensor:
+    """[rows, cols] -> [rows, nb, nsub, sub], zero-padded to whole blocks."""
+    rows, nb = s.shape[0], s.shape[1]
+    if w.shape[1] != nb * fmt.block:
+        w = torch.nn.functional.pad(w, (0, nb * fmt.block - w.shape[1]))
+    return w.reshape(rows, nb, fmt.nsub, fmt.sub)
 
 
 class FakeQuant(nn.Module):
@@ -250,25 +289,22 @@ class FakeQuant(nn.Module):
         dmin = _F16STE.apply(self.dmin0 * torch.exp(self.log_dmin)) if self.fmt.has_min else None
         return d, dmin
 
-    def codes(self, w: torch.Tensor, d: torch.Tensor, dmin: torch.Tensor | None) -> torch.Tensor:
-        """Codes [rows, nb * block] of latent weights `w` (straight-through rounding)."""
-        fmt = self.fmt
-        rows, nb = d.shape
-        wp = torch.zeros(rows, nb * fmt.block, dtype=w.dtype, device=w.device)
-        wp[:, :self.cols] = w
-        wp = wp.reshape(rows, nb, fmt.nsub, fmt.sub)
+    def _steps(self, d, dmin):
         s = (d[..., None] * self.sc)[..., None]
-        if fmt.has_min:
-            wp = wp + (dmin[..., None] * self.m)[..., None]
-        x = wp / torch.where(s == 0, torch.ones_like(s), s)
-        x = torch.where(s == 0, torch.zeros_like(x), x)
-        return _RoundSTE.apply(torch.clamp(x, fmt.qmin, fmt.qmax)).reshape(rows, nb * fmt.block)
+        mn = (dmin[..., None] * self.m)[..., None] if self.fmt.has_min else None
+        return s, mn
+
+    def codes(self, w: torch.Tensor, d: torch.Tensor, dmin: torch.Tensor | None) -> torch.Tensor:
+        """Codes [rows, nb * block] of latent weights `w` (no gradient)."""
+        s, mn = self._steps(d, dmin)
+        _, q = _codes(_blocks(w.detach().float(), s, self.fmt), s.detach(), None if mn is None else mn.detach(),
+                      self.fmt.qmin, self.fmt.qmax)
+        return q.reshape(q.shape[0], -1)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         d, dmin = self.scales()
-        q = self.codes(w.float(), d, dmin)
-        grid = Grid(self.fmt, d, self.sc, dmin, self.m if self.fmt.has_min else None)
-        return dequantize(grid, q, self.cols, d, dmin).to(w.dtype)
+        s, mn = self._steps(d, dmin)
+        return _FakeQuantFn.apply(w.float(), s, mn, self.fmt.qmin, self.fmt.qmax, self.fmt).to(w.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
