@@ -600,6 +600,7 @@ pub fn convert(
     let trained = crate::codes::in_checkpoint(&opts.checkpoint)?.unwrap_or_default();
     check_trained(&ckpt, &specs, &trained)?;
     let is_trained = |s: &TensorSpec| trained.contains_key(&s.hf);
+    let n_trained = specs.iter().filter(|s| is_trained(s)).count();
 
     let tok_path = opts.checkpoint.join("tokenizer.json");
     let tok_bytes = std::fs::read(&tok_path).map_err(|source| ConvertError::Io {
@@ -760,7 +761,7 @@ pub fn convert(
         tokenizer_zstd: &tok_zstd,
         calib: calib.as_ref(),
         auto_dropped: &auto_dropped,
-        trained: specs.iter().filter(|s| is_trained(s)).count(),
+        trained: n_trained,
     };
     write_metadata(meta, opts, &ckpt, &layout, &specs, &stored_shape)?;
 
@@ -816,7 +817,7 @@ pub fn convert(
         plan,
         dropped_llm_layers: drop_llm,
         dropped_audio_layers: drop_audio,
-        trained_codes: specs.iter().filter(|s| is_trained(s)).count(),
+        trained_codes: n_trained,
         exported_codes: exported.len(),
     })
 }

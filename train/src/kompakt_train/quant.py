@@ -188,18 +188,14 @@ def pack(grid: Grid, q: torch.Tensor) -> np.ndarray:
     return out.reshape(rows, nb * fmt.nbytes)
 
 
-def dequantize(grid: Grid, q: torch.Tensor, cols: int, d: torch.Tensor | None = None,
-               dmin: torch.Tensor | None = None) -> torch.Tensor:
-    """w = (d * sc) * q - (dmin * m) per sub-block, float32, in the Rust dequantizer's order;
-    `d`/`dmin` replace the grid's (training)."""
+def dequantize(grid: Grid, q: torch.Tensor, cols: int) -> torch.Tensor:
+    """w = (d * sc) * q - (dmin * m) per sub-block, float32, in the Rust dequantizer's order."""
     fmt = grid.fmt
     rows, nb = grid.d.shape
-    d = grid.d if d is None else d
-    s = (d[..., None] * grid.sc)[..., None]                       # [rows, nb, nsub, 1]
+    s = (grid.d[..., None] * grid.sc)[..., None]                  # [rows, nb, nsub, 1]
     w = s * q.reshape(rows, nb, fmt.nsub, fmt.sub)
     if fmt.has_min:
-        dmin = grid.dmin if dmin is None else dmin
-        w = w - (dmin[..., None] * grid.m)[..., None]
+        w = w - (grid.dmin[..., None] * grid.m)[..., None]
     return w.reshape(rows, nb * fmt.block)[:, :cols]
 
 
@@ -226,9 +222,10 @@ class _FakeQuantFn(torch.autograd.Function):
     """w_hat = s * round(clamp((w + M) / s)) - M with straight-through (LSQ) gradients:
     dw_hat/dw = 1 inside the code range (0 outside, and where s = 0), dw_hat/ds = q - x inside
     (q outside), dw_hat/dM = 0 inside (-1 outside). `w` is [rows, cols]; s and M are
-    [rows, nb, nsub, 1]. Saves only w, s and M and recomputes the codes in the backward pass: the
-    autograd graph of the same formula keeps four or five full-size temporaries per matrix (the
-    0.5B proxy ran out of 24 GB with it)."""
+    [rows, nb, nsub, 1]. Saves only w, s and M and recomputes the codes in the backward pass,
+    where the autograd graph of the same formula keeps four or five full-size temporaries per
+    matrix. (On the 0.5B proxy the peak stayed about the same, 21.4 GB against the 20.3 GB at
+    which the autograd version was killed: see docs/notes/2026-12-07-mt-prompts-and-qat.md.)"""
 
     @staticmethod
     def forward(ctx, w, s, mn, qmin, qmax, fmt):
