@@ -176,6 +176,8 @@ struct Layout<'a> {
     /// `tokenizer.json` as read, and the compressed metadata value of it.
     tokenizer_json: &'a [u8],
     tokenizer_zstd: &'a MetaValue,
+    /// The vocabulary table and tokenized prompts.
+    table: &'a crate::vocab::DecodingTable,
     calib: Option<&'a Calibration>,
     /// Layers chosen by block influence: (stack, source layer, influence).
     auto_dropped: &'a [(&'static str, usize, f32)],
@@ -633,6 +635,23 @@ pub fn convert(
         None => None,
         Some(k) => Some(crate::vocab::select(&tok_bytes, hp.vocab, k, &prompts)?),
     };
+    // The vocabulary table and tokenized prompts (FORMAT.md 1.4): what the
+    // runtime decodes and prompts with, instead of parsing tokenizer.json.
+    let table = {
+        let tok: Value = serde_json::from_slice(&tok_bytes).map_err(|e| ConvertError::Json {
+            path: tok_path.clone(),
+            msg: e.to_string(),
+        })?;
+        let audio_id = special_ids(&tok)?
+            .get("<|AUDIO|>")
+            .copied()
+            .ok_or_else(|| {
+                ConvertError::Tokenizer("special token <|AUDIO|> is not in tokenizer.json".into())
+            })?;
+        let audio_id = u32::try_from(audio_id)
+            .map_err(|_| ConvertError::Tokenizer(format!("<|AUDIO|> has id {audio_id}")))?;
+        crate::vocab::decoding_table(&tok_bytes, kept.as_deref(), &prompt_set.full(), audio_id)?
+    };
     let rows_of = |s: &TensorSpec| -> Option<Vec<usize>> {
         match (&kept, s.role) {
             (Some(k), Role::Embedding | Role::LmHead) => {
@@ -707,6 +726,7 @@ pub fn convert(
                     .map(|s| 64 + 48 + 8 * s.shape.len() as u64 + 2 * (s.kpk.len() as u64 + 16))
                     .sum::<u64>()
                 + tok_zstd_len
+                + table.stored_bytes()
                 + kept.as_ref().map_or(0, |k| k.len() as u64 * 8)
                 + 201 * hp.n_mels as u64 * 4
                 + (16 << 10);
@@ -759,6 +779,7 @@ pub fn convert(
         plan: plan.as_ref(),
         tokenizer_json: &tok_bytes,
         tokenizer_zstd: &tok_zstd,
+        table: &table,
         calib: calib.as_ref(),
         auto_dropped: &auto_dropped,
         trained: n_trained,
@@ -799,6 +820,7 @@ pub fn convert(
             return Err(ConvertError::Cancelled);
         }
     }
+    write_table(&mut w, &table)?;
     // The codes file first: a failure leaves no `.kpk` (the writer removes
     // its partial output when dropped unfinished).
     if let Some(p) = &opts.export_codes {
@@ -820,6 +842,19 @@ pub fn convert(
         trained_codes: n_trained,
         exported_codes: exported.len(),
     })
+}
+
+/// Writes the vocabulary table's two tensors.
+fn write_table(w: &mut KpkWriter, t: &crate::vocab::DecodingTable) -> Result<()> {
+    use kompakt_format::vocab::{PIECES, PIECE_ENDS};
+    w.write_tensor(PIECES, DType::U8, &[t.pieces.len() as u64], &t.pieces)?;
+    w.write_tensor(
+        PIECE_ENDS,
+        DType::I32,
+        &[t.ends.len() as u64],
+        bytemuck::cast_slice(&t.ends),
+    )?;
+    Ok(())
 }
 
 /// The matrices `--export-codes` writes: the decoder layers' weight
@@ -1085,6 +1120,11 @@ fn write_metadata(
         eos = vec![need("<|im_end|>")? as i64, need("<|endoftext|>")? as i64];
     }
     put(meta, "tokenizer.eos_ids", I64s(eos))?;
+    put(
+        meta,
+        kompakt_format::vocab::SPECIAL_IDS,
+        I64s(layout.table.special.clone()),
+    )?;
 
     // Prompts.
     let p = layout.prompts;
@@ -1104,6 +1144,13 @@ fn write_metadata(
     }
     for (lang, text) in p.full() {
         put(meta, &format!("prompt.template.{lang}"), Str(text))?;
+    }
+    for (lang, ids) in &layout.table.prompts {
+        put(
+            meta,
+            &kompakt_format::vocab::prompt_ids_key(lang),
+            I64s(ids.clone()),
+        )?;
     }
 
     // Provenance and parameter counts.

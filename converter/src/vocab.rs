@@ -135,6 +135,130 @@ pub fn select(
         .collect())
 }
 
+/// What a `.kpk` file holds to decode and prompt without `tokenizer.json`
+/// (FORMAT.md 1.4, "Vocabulary table").
+#[derive(Clone, Debug)]
+pub struct DecodingTable {
+    /// Pieces of all ids, back to back (`tokenizer.pieces`).
+    pub pieces: Vec<u8>,
+    /// End offset of each id's piece (`tokenizer.piece_ends`).
+    pub ends: Vec<i32>,
+    /// Ids decoding leaves out (`tokenizer.special_ids`), ascending.
+    pub special: Vec<i64>,
+    /// Target language -> the prompt's ids with one audio token
+    /// (`prompt.ids.<lang>`).
+    pub prompts: Vec<(String, Vec<i64>)>,
+}
+
+impl DecodingTable {
+    /// Bytes the table adds to a file: tensors, metadata and padding.
+    pub fn stored_bytes(&self) -> u64 {
+        let ids: usize =
+            self.special.len() + self.prompts.iter().map(|(_, p)| p.len()).sum::<usize>();
+        (self.pieces.len() + 4 * self.ends.len() + 8 * ids) as u64
+            + 2 * (64 + 80)
+            + 64 * self.prompts.len() as u64
+    }
+}
+
+/// Builds the decoding table of a byte-level BPE tokenizer (Qwen2's): the
+/// piece of each id is the bytes its token stands for (added tokens: their
+/// text), as `tokenizers`' byte-level decoder maps them. With `kept` (a
+/// trimmed vocabulary, sorted), ids the model cannot produce get empty
+/// pieces. `prompts` are (language, full prompt text with one `<|AUDIO|>`).
+///
+/// Every piece is checked against `tokenizers`' own decode of its id, and
+/// each prompt's decode against its text, so a tokenizer whose decoder is
+/// not byte-level is refused rather than stored wrongly.
+pub fn decoding_table(
+    tokenizer_json: &[u8],
+    kept: Option<&[u32]>,
+    prompts: &[(String, String)],
+    audio_id: u32,
+) -> Result<DecodingTable> {
+    let tok = Tokenizer::from_bytes(tokenizer_json)
+        .map_err(|e| ConvertError::Tokenizer(e.to_string()))?;
+    let byte_of: std::collections::HashMap<char, u8> = byte_level_alphabet()
+        .into_iter()
+        .enumerate()
+        .map(|(b, c)| (c, b as u8))
+        .collect();
+    let mut special: Vec<i64> = tok
+        .get_added_tokens_decoder()
+        .iter()
+        .filter(|(_, t)| t.special)
+        .map(|(&id, _)| i64::from(id))
+        .collect();
+    special.sort_unstable();
+    let n_ids = tok
+        .get_vocab(true)
+        .values()
+        .max()
+        .map_or(0, |&m| m as usize + 1);
+    let mut pieces = Vec::with_capacity(n_ids);
+    for id in 0..n_ids as u32 {
+        let producible = kept.is_none_or(|k| k.binary_search(&id).is_ok());
+        let piece = match tok.id_to_token(id) {
+            Some(t) if producible => t
+                .chars()
+                .map(|c| byte_of.get(&c).copied())
+                .collect::<Option<Vec<u8>>>()
+                .unwrap_or_else(|| t.as_bytes().to_vec()),
+            _ => Vec::new(),
+        };
+        if producible {
+            let want = tok
+                .decode(&[id], false)
+                .map_err(|e| ConvertError::Tokenizer(e.to_string()))?;
+            if want != String::from_utf8_lossy(&piece) {
+                return Err(ConvertError::Tokenizer(format!(
+                    "token {id} decodes to {want:?} with tokenizer.json but to {:?} from its \
+                     byte-level piece: kompakt's vocabulary table needs a byte-level BPE \
+                     tokenizer (Qwen2's), and this one decodes otherwise",
+                    String::from_utf8_lossy(&piece)
+                )));
+            }
+        }
+        pieces.push(piece);
+    }
+    let (bytes, ends) = kompakt_format::vocab::build(&pieces)?;
+    let table = kompakt_format::vocab::Vocab::from_parts(&bytes, &ends);
+    let skip: Vec<u32> = special.iter().map(|&i| i as u32).collect();
+    let mut prompt_ids = Vec::new();
+    for (lang, text) in prompts {
+        let (before, after) = text.split_once("<|AUDIO|>").ok_or_else(|| {
+            ConvertError::Tokenizer(format!("the `{lang}` prompt has no <|AUDIO|>"))
+        })?;
+        let enc = |s: &str| -> Result<Vec<u32>> {
+            Ok(tok
+                .encode(s, false)
+                .map_err(|e| ConvertError::Tokenizer(e.to_string()))?
+                .get_ids()
+                .to_vec())
+        };
+        let mut ids = enc(before)?;
+        ids.push(audio_id);
+        ids.extend(enc(after)?);
+        let want = tok
+            .decode(&ids, true)
+            .map_err(|e| ConvertError::Tokenizer(e.to_string()))?;
+        let got = table.decode(&ids, &skip);
+        if want != got {
+            return Err(ConvertError::Tokenizer(format!(
+                "the `{lang}` prompt decodes to {got:?} from the vocabulary table but to \
+                 {want:?} with tokenizer.json"
+            )));
+        }
+        prompt_ids.push((lang.clone(), ids.into_iter().map(i64::from).collect()));
+    }
+    Ok(DecodingTable {
+        pieces: bytes,
+        ends,
+        special,
+        prompts: prompt_ids,
+    })
+}
+
 /// Fraction of the tokens of `texts` that are not in `kept`.
 pub fn oov_rate(tokenizer_json: &[u8], kept: &[u32], texts: &[String]) -> Result<f64> {
     let tok = Tokenizer::from_bytes(tokenizer_json)

@@ -16,7 +16,7 @@ pub const ENDIAN_TAG: u32 = 0x0102_0304;
 /// Major version written and read by this build.
 pub const VERSION_MAJOR: u16 = 1;
 /// Minor version written by this build.
-pub const VERSION_MINOR: u16 = 3;
+pub const VERSION_MINOR: u16 = 4;
 /// Size of the v1.0 header; newer minor versions may grow it.
 pub const HEADER_SIZE: u64 = 128;
 /// Byte offset of the header checksum field.

@@ -23,11 +23,14 @@ pub mod parse;
 pub mod prompt;
 pub mod reader;
 pub mod summary;
+pub mod vocab;
 pub mod writer;
 
 pub use dtype::DType;
 pub use error::{FormatError, Result};
-pub use metadata::{is_valid_key, set_tokenizer_json, tokenizer_json, MetaValue, Metadata};
+pub use metadata::{is_valid_key, MetaValue, Metadata};
+#[cfg(feature = "tokenizer-json")]
+pub use metadata::{set_tokenizer_json, tokenizer_json};
 pub use parse::{parse, parse_labeled, ParsedFile, TensorInfo};
 pub use reader::{KpkFile, TensorView};
 pub use writer::{KpkWriter, WriteSummary};

@@ -5,7 +5,6 @@
 use crate::error::{FormatError, Result};
 use crate::layout::MAX_NAME_LEN;
 use std::collections::HashMap;
-use std::io::Read;
 
 /// Key holding the zstd-compressed Hugging Face `tokenizer.json`.
 pub const TOKENIZER_JSON_ZSTD: &str = "tokenizer.json_zstd";
@@ -242,7 +241,9 @@ impl Metadata {
     }
 }
 
-/// The decompressed `tokenizer.json` stored under `tokenizer.json_zstd`.
+/// The decompressed `tokenizer.json` stored under `tokenizer.json_zstd`
+/// (feature `tokenizer-json`).
+#[cfg(feature = "tokenizer-json")]
 pub fn tokenizer_json(meta: &Metadata) -> Result<Vec<u8>> {
     let compressed = meta.get_bytes(TOKENIZER_JSON_ZSTD)?;
     let zerr = |reason: String| FormatError::Zstd {
@@ -250,6 +251,7 @@ pub fn tokenizer_json(meta: &Metadata) -> Result<Vec<u8>> {
         key: TOKENIZER_JSON_ZSTD.to_string(),
         reason,
     };
+    use std::io::Read;
     let decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| zerr(e.to_string()))?;
     let mut out = Vec::new();
     decoder
@@ -264,7 +266,9 @@ pub fn tokenizer_json(meta: &Metadata) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Stores `json` zstd-compressed (level 19) under `tokenizer.json_zstd`.
+/// Stores `json` zstd-compressed (level 19) under `tokenizer.json_zstd`
+/// (feature `tokenizer-json`).
+#[cfg(feature = "tokenizer-json")]
 pub fn set_tokenizer_json(meta: &mut Metadata, json: &[u8]) -> Result<()> {
     let compressed = zstd::bulk::compress(json, 19).map_err(|e| FormatError::Zstd {
         file: meta.origin(),
@@ -328,6 +332,7 @@ mod tests {
         assert_eq!(m.get_u64("a").unwrap(), 2);
     }
 
+    #[cfg(feature = "tokenizer-json")]
     #[test]
     fn tokenizer_json_round_trips() {
         let mut m = Metadata::new();

@@ -116,7 +116,8 @@ pub struct ParamBreakdown {
 }
 
 impl ParamBreakdown {
-    /// Sums the tensors' logical element counts and stored bytes per component.
+    /// Sums the tensors' logical element counts and stored bytes per
+    /// component; the vocabulary table's `tokenizer.*` tensors are left out.
     pub fn from_tensors<'a>(tensors: impl IntoIterator<Item = &'a TensorInfo>) -> ParamBreakdown {
         let mut components: Vec<ComponentStats> = Component::ALL
             .iter()
@@ -128,6 +129,10 @@ impl ParamBreakdown {
             })
             .collect();
         for t in tensors {
+            // The vocabulary table (FORMAT.md 1.4) is data, not parameters.
+            if t.name.starts_with("tokenizer.") {
+                continue;
+            }
             let c = &mut components[Component::of(&t.name) as usize];
             c.tensors += 1;
             c.params = c.params.saturating_add(t.numel());

@@ -36,7 +36,7 @@ impl VocabMap {
     /// Maps the candidate's vocabulary onto the reference's. Fails when the
     /// tokenizers differ or the models share no ids.
     pub fn new(reference: &Model, candidate: &Model) -> Result<VocabMap> {
-        let (rt, ct) = (reference.tokenizer(), candidate.tokenizer());
+        let (rt, ct) = (reference.tokenizer()?, candidate.tokenizer()?);
         if rt.get_vocab_size(true) != ct.get_vocab_size(true)
             || rt.get_vocab(true) != ct.get_vocab(true)
         {
@@ -81,12 +81,7 @@ impl VocabMap {
 
 /// Token ids (original id space) of a text, without special tokens added.
 pub fn tokenize(model: &Model, text: &str) -> Result<Vec<u32>> {
-    Ok(model
-        .tokenizer()
-        .encode(text, false)
-        .map_err(|e| RuntimeError::Tokenizer(e.to_string()))?
-        .get_ids()
-        .to_vec())
+    model.encode(text)
 }
 
 /// The language of an evaluation file from its name: the first of `en`,

@@ -18,6 +18,7 @@ pub mod config;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
+#[cfg(feature = "tokenizer")]
 pub mod eval;
 pub mod kv_cache;
 pub mod model;

@@ -397,6 +397,8 @@ impl Session {
         match &opts.instruction {
             Some(i) => {
                 self.model.instruction_prompt(i)?;
+                // A build without the tokenizer says so before the audio work.
+                self.model.encode("")?;
             }
             None => {
                 self.model.template(&opts.lang)?;
