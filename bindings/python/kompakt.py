@@ -114,6 +114,17 @@ class Result(ctypes.Structure):
     ]
 
 
+class Segment(ctypes.Structure):
+    _fields_ = [
+        ("struct_size", ctypes.c_size_t),
+        ("start_s", ctypes.c_double),
+        ("end_s", ctypes.c_double),
+        ("text", ctypes.c_char_p),
+        ("token_ids", ctypes.POINTER(ctypes.c_uint32)),
+        ("n_tokens", ctypes.c_size_t),
+    ]
+
+
 def _library_path():
     env = os.environ.get("KOMPAKT_LIB")
     if env:
@@ -156,6 +167,8 @@ def _load():
         "kpk_translate_pcm": (st, [vp, P(ctypes.c_float), sz, P(TranslateParams), P(ctypes.c_char_p)]),
         "kpk_translate_wav": (st, [vp, ctypes.c_char_p, P(TranslateParams), P(ctypes.c_char_p)]),
         "kpk_session_last_result": (st, [vp, P(Result)]),
+        "kpk_session_segment_count": (st, [vp, P(sz)]),
+        "kpk_session_segment": (st, [vp, sz, P(Segment)]),
     }
     for name, (res, args) in sigs.items():
         f = getattr(lib, name)
@@ -295,7 +308,10 @@ class Session:
 
         ``audio`` is a WAV path (str or os.PathLike; any PCM or float format,
         rate and channel count) or 16 kHz mono samples in [-1, 1] (a sequence
-        of floats, an ``array.array('f')`` or a numpy array). ``on_text(piece)``
+        of floats, an ``array.array('f')`` or a numpy array), of any length:
+        audio over 30 s is cut at pauses into segments as ``kompakt
+        translate`` cuts it, and the text is one line per segment (see
+        ``last_segments()``). ``on_text(piece)``
         receives the text as it is decoded, ``on_progress(stage, done)`` the
         progress (stage in ``STAGES``); either may return False to abort
         (``KompaktError`` with status ``ABORTED``). An exception raised by a
@@ -365,6 +381,27 @@ class Session:
                 "decode_s": r.decode_s,
             },
         }
+
+    def last_segments(self):
+        """The segments of the last successful translation (one for audio of
+        at most 30 s): start and end in seconds, text and token ids."""
+        if not self._handle:
+            raise ValueError("the session is closed")
+        lib = library()
+        n = ctypes.c_size_t()
+        _check(lib.kpk_session_segment_count(self._handle, ctypes.byref(n)))
+        out = []
+        for i in range(n.value):
+            s = Segment()
+            s.struct_size = ctypes.sizeof(Segment)
+            _check(lib.kpk_session_segment(self._handle, i, ctypes.byref(s)))
+            out.append({
+                "start_s": s.start_s,
+                "end_s": s.end_s,
+                "text": s.text.decode("utf-8", "replace") if s.text else "",
+                "token_ids": [s.token_ids[k] for k in range(s.n_tokens)],
+            })
+        return out
 
     @property
     def last_token_ids(self):

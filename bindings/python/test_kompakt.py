@@ -20,6 +20,11 @@ import wave
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 WAV = os.path.join(ROOT, "tests", "fixtures", "audio", "short_16k_mono_s16.wav")
+LONG_WAV = os.path.join(ROOT, "tests", "fixtures", "longform", "talk.wav")  # 41 s
+# Whether the library under test has the Hugging Face tokenizer (cargo
+# feature `tokenizer`): the shipped build leaves it out and refuses one-off
+# instructions with UNSUPPORTED; bindings/c/test.sh says which it built.
+LIB_TOKENIZER = os.environ.get("KOMPAKT_LIB_TOKENIZER", "1") == "1"
 MAX_TOKENS = 16
 _TMP = tempfile.TemporaryDirectory(prefix="kompakt-py-")
 
@@ -128,6 +133,13 @@ def test_model_info():
 
 def test_one_off_instruction_equals_cli():
     instr = "Please render this English recording in German."
+    if not LIB_TOKENIZER:
+        with kompakt.Session(shared_model(), n_threads=1) as s:
+            e = raises("UNSUPPORTED", s.translate, WAV, instruction=instr)
+            assert "tokenizer" in e.message, e.message
+            # The stored prompts need no tokenizer.
+            assert flat(s.translate(WAV, max_tokens=MAX_TOKENS)) == cli()[0]
+        return
     text, ids = cli(instruction=instr)
     with kompakt.Session(shared_model(), n_threads=1) as s:
         out = s.translate(WAV, instruction=instr, max_tokens=MAX_TOKENS)
@@ -162,6 +174,34 @@ def test_pcm_and_streaming():
     assert s.last_token_ids == ids
     assert pieces and out.startswith("".join(pieces))
     assert stages[:3] == ["features", "encoder", "prefill"] and stages[-1] == "decode"
+
+
+def cli_segments(lang="de", max_tokens=8):
+    """The CLI's lines for the long recording: (offset, text, ids) each."""
+    args = [kompakt_bin(), "translate", "--model", model_path(), "--lang", lang,
+            "--max-tokens", str(max_tokens), "--json", LONG_WAV]
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return [(j["offset"], j["text"], j["token_ids"]) for j in map(json.loads, out.splitlines())]
+
+
+def test_long_audio_is_segmented_as_the_cli_does():
+    want = cli_segments()
+    assert len(want) > 2, want
+    with kompakt.Session(shared_model(), n_threads=1) as s:
+        for audio in (LONG_WAV, read_wav_16k_mono_s16(LONG_WAV)):
+            pieces = []
+            text = s.translate(audio, max_tokens=8, on_text=pieces.append)
+            segs = s.last_segments()
+            assert len(segs) == len(want)
+            for seg, (offset, t, ids) in zip(segs, want):
+                assert abs(seg["start_s"] - offset) < 1e-9, (seg, offset)
+                assert seg["end_s"] > seg["start_s"]
+                assert flat(seg["text"]) == t and seg["token_ids"] == ids
+            assert text.split("\n") == [seg["text"] for seg in segs]
+            assert s.last_token_ids == [i for _, _, ids in want for i in ids]
+            assert "".join(pieces).count("\n") == len(want) - 1
+        s.translate(WAV, max_tokens=4)
+        assert len(s.last_segments()) == 1
 
 
 def test_session_options():
@@ -225,7 +265,8 @@ def test_misuse():
     raises("INVALID_ARGUMENT", s.translate, WAV, max_tokens=0)
     raises("CONTEXT_OVERFLOW", s.translate, WAV, max_tokens=2**31 - 1)
     raises("IO", s.translate, os.path.join(_TMP.name, "missing.wav"))
-    raises("AUDIO", s.translate, [0.0] * (31 * 16000))
+    # Over 30 s is cut at pauses: 31 s of silence is no segment, no text.
+    assert s.translate([0.0] * (31 * 16000)) == "" and s.last_segments() == []
     raises("AUDIO", s.translate, [0.0, float("nan")])
     raises("ABORTED", s.translate, WAV, on_text=lambda piece: False)
     raises("ABORTED", s.translate, WAV, on_progress=lambda stage, done: stage != "decode")

@@ -20,8 +20,8 @@ pub mod status;
 
 pub use model::{kpk_model, kpk_model_info, kpk_model_params};
 pub use session::{
-    kpk_kv_type, kpk_progress_callback, kpk_result, kpk_session, kpk_session_params, kpk_stage,
-    kpk_text_callback, kpk_translate_params, KPK_MAX_BEAMS,
+    kpk_kv_type, kpk_progress_callback, kpk_result, kpk_segment, kpk_session, kpk_session_params,
+    kpk_stage, kpk_text_callback, kpk_translate_params, KPK_MAX_BEAMS,
 };
 pub use status::kpk_status;
 

@@ -4,7 +4,10 @@ use std::ffi::{c_char, c_void, CString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, TryLockError};
 
-use kompakt_runtime::{KvPrecision, Observer, Session, Stage, TranslateOptions, Translation};
+use kompakt_audio::longform;
+use kompakt_runtime::{
+    KvPrecision, Observer, Segment, Session, Stage, TranslateOptions, Translation,
+};
 
 use crate::model::{clear_out, kpk_model, path_from_c};
 use crate::status::{
@@ -221,10 +224,42 @@ impl CStruct for kpk_result {
     const NAME: &'static str = "kpk_result";
 }
 
+/// One segment of a long recording (`kpk_session_segment()`). Pointers
+/// are owned by the session, valid until its next call or its free.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct kpk_segment {
+    /// Set to `sizeof(kpk_segment)` before calling `kpk_session_segment()`.
+    pub struct_size: usize,
+    /// Start of the segment in seconds from the start of the audio.
+    pub start_s: f64,
+    /// End of the segment in seconds.
+    pub end_s: f64,
+    /// The segment's translation, UTF-8.
+    pub text: *const c_char,
+    /// Its generated token ids (original id space).
+    pub token_ids: *const u32,
+    /// Entries of `token_ids`.
+    pub n_tokens: usize,
+}
+
+impl CStruct for kpk_segment {
+    const NAME: &'static str = "kpk_segment";
+}
+
+/// A segment's result as the session keeps it for `kpk_session_segment()`.
+struct SegmentOut {
+    start_s: f64,
+    end_s: f64,
+    text: CString,
+    token_ids: Vec<u32>,
+}
+
 struct State {
     session: Session,
     text: CString,
     last: Option<Translation>,
+    segments: Vec<SegmentOut>,
 }
 
 /// One translation stream (opaque): caches, buffers and worker threads over
@@ -320,6 +355,7 @@ pub unsafe extern "C" fn kpk_session_new(
                 session,
                 text: CString::default(),
                 last: None,
+                segments: Vec::new(),
             }),
             free_requested: AtomicBool::new(false),
         };
@@ -467,35 +503,134 @@ fn run<'a>(
 ) -> Result<(), Error> {
     state.last = None;
     state.text = CString::default();
+    state.segments.clear();
     let (opts, mut observer) = options(state, p)?;
-    let owned;
-    let pcm = match audio()? {
-        Audio::Pcm(pcm) => pcm,
-        Audio::Wav(path) => {
-            owned = kompakt_audio::load_16k_mono(&path)?;
-            &owned[..]
-        }
+    let aborted = |observer: &CObserver| {
+        let by = observer.aborted_by.unwrap_or("a");
+        Error::new(
+            kpk_status::Aborted,
+            format!("aborted: the {by} callback returned false"),
+        )
     };
-    if let Some(i) = pcm.iter().position(|x| !x.is_finite()) {
-        return Err(Error::new(
-            kpk_status::Audio,
-            format!("sample {i} is {}: samples must be finite", pcm[i]),
-        ));
-    }
-    let out = match state.session.translate(pcm, &opts, &mut observer) {
-        Ok(out) => out,
-        Err(kompakt_runtime::RuntimeError::Aborted) => {
-            let by = observer.aborted_by.unwrap_or("a");
-            return Err(Error::new(
-                kpk_status::Aborted,
-                format!("aborted: the {by} callback returned false"),
-            ));
+    let rate = kompakt_audio::TARGET_SAMPLE_RATE;
+    let long_file = |path: &std::path::Path| -> Result<Option<longform::WavInfo>, Error> {
+        let info = longform::wav_info(path)?;
+        Ok((info.duration_s() > longform::MAX_CLIP_S).then_some(info))
+    };
+    let result = match audio()? {
+        Audio::Pcm(pcm) if pcm.len() as f64 / f64::from(rate) > longform::MAX_CLIP_S => {
+            check_finite(pcm)?;
+            state.session.translate_segments(pcm, &opts, &mut observer)
         }
+        Audio::Pcm(pcm) => {
+            check_finite(pcm)?;
+            single(&mut state.session, pcm, &opts, &mut observer)
+        }
+        Audio::Wav(path) => match long_file(&path)? {
+            // Read and cut as `kompakt translate` does a long file: the
+            // segments' samples straight from the file, a minute of energies
+            // at a time, so the output is the CLI's.
+            Some(info) => {
+                let cfg = kompakt_audio::vad::VadConfig::default();
+                let cuts = longform::segment_file(&path, &info, &cfg)?;
+                let mut segments = Vec::with_capacity(cuts.len());
+                let mut failed = None;
+                for (k, cut) in cuts.iter().enumerate() {
+                    if k > 0 && !observer.on_text("\n") {
+                        failed = Some(kompakt_runtime::RuntimeError::Aborted);
+                        break;
+                    }
+                    let pcm = longform::read_cut_16k(&path, cut)?;
+                    check_finite(&pcm)?;
+                    match state.session.translate_clip(&pcm, &opts, &mut observer) {
+                        Ok((translation, pieces)) => segments.push(Segment {
+                            start_s: cut.offset_s,
+                            end_s: cut.offset_s + cut.duration_s,
+                            translation,
+                            pieces,
+                        }),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    Some(e) => Err(e),
+                    None => Ok(segments),
+                }
+            }
+            None => {
+                let pcm = kompakt_audio::load_16k_mono(&path)?;
+                check_finite(&pcm)?;
+                single(&mut state.session, &pcm, &opts, &mut observer)
+            }
+        },
+    };
+    let segments = match result {
+        Ok(s) => s,
+        Err(kompakt_runtime::RuntimeError::Aborted) => return Err(aborted(&observer)),
         Err(e) => return Err(e.into()),
     };
-    state.text = CString::new(out.text.replace('\0', "")).unwrap_or_default();
-    state.last = Some(out);
+    let mut all = Translation {
+        text: String::new(),
+        token_ids: Vec::new(),
+        n_audio_tokens: 0,
+        prompt_tokens: 0,
+        timings: Default::default(),
+    };
+    let mut texts = Vec::with_capacity(segments.len());
+    for seg in segments {
+        let t = seg.translation;
+        texts.push(t.text.clone());
+        all.token_ids.extend(&t.token_ids);
+        all.n_audio_tokens += t.n_audio_tokens;
+        all.prompt_tokens += t.prompt_tokens;
+        all.timings.features_s += t.timings.features_s;
+        all.timings.encoder_s += t.timings.encoder_s;
+        all.timings.prefill_s += t.timings.prefill_s;
+        all.timings.prefill_tokens += t.timings.prefill_tokens;
+        all.timings.decode_s += t.timings.decode_s;
+        all.timings.decode_tokens += t.timings.decode_tokens;
+        state.segments.push(SegmentOut {
+            start_s: seg.start_s,
+            end_s: seg.end_s,
+            text: CString::new(t.text.replace('\0', "")).unwrap_or_default(),
+            token_ids: t.token_ids,
+        });
+    }
+    all.text = texts.join("\n");
+    state.text = CString::new(all.text.replace('\0', "")).unwrap_or_default();
+    state.last = Some(all);
     Ok(())
+}
+
+/// Fails with `KPK_ERR_AUDIO` naming the first sample that is not finite.
+fn check_finite(pcm: &[f32]) -> Result<(), Error> {
+    match pcm.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(Error::new(
+            kpk_status::Audio,
+            format!("sample {i} is {}: samples must be finite", pcm[i]),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A clip of at most 30 s as one segment, translated exactly as before
+/// long audio was accepted (the text untrimmed).
+fn single(
+    session: &mut Session,
+    pcm: &[f32],
+    opts: &TranslateOptions,
+    observer: &mut CObserver,
+) -> kompakt_runtime::Result<Vec<Segment>> {
+    let t = session.translate(pcm, opts, observer)?;
+    Ok(vec![Segment {
+        start_s: 0.0,
+        end_s: pcm.len() as f64 / f64::from(kompakt_audio::TARGET_SAMPLE_RATE),
+        translation: t,
+        pieces: 1,
+    }])
 }
 
 /// Shared body of the translate calls: locks the session, runs, publishes
@@ -557,11 +692,18 @@ unsafe fn translate<'a>(
     status
 }
 
-/// Translates `n_samples` samples of 16 kHz mono audio in [-1, 1] (at most
-/// 30 s, `kpk_model_info.max_samples`). `params` may be NULL for the
-/// defaults. On success `*text_out` (if `text_out` is non-NULL) points to the
-/// UTF-8 translation, owned by the session and valid until the next call on
-/// it or its free; on failure it is NULL.
+/// Translates `n_samples` samples of 16 kHz mono audio in [-1, 1], of any
+/// length. Audio of at most 30 s (`kpk_model_info.max_samples`) is one
+/// segment; longer audio is cut at pauses into segments as `kompakt
+/// translate` cuts a long WAV file (energy VAD, each segment at most 30 s),
+/// translated one after the other: the text is one line per segment
+/// (joined by `\n`, also streamed between segments), the token ids and
+/// timings of `kpk_session_last_result()` their sums, and
+/// `kpk_session_segment()` gives each segment's times, text and ids.
+/// `params` may be NULL for the defaults. On success `*text_out` (if
+/// `text_out` is non-NULL) points to the UTF-8 translation, owned by the
+/// session and valid until the next call on it or its free; on failure it
+/// is NULL.
 ///
 /// # Safety
 /// `session` is NULL or a live session; `pcm` is NULL or points to
@@ -598,9 +740,11 @@ pub unsafe extern "C" fn kpk_translate_pcm(
     unsafe { translate(session, audio, params, text_out) }
 }
 
-/// Reads a WAV file (integer PCM or float, any rate and channel count; at
-/// most 30 s), converts it to 16 kHz mono and translates it like
-/// `kpk_translate_pcm()`.
+/// Reads a WAV file (integer PCM or float, any rate and channel count, any
+/// length), converts it to 16 kHz mono and translates it like
+/// `kpk_translate_pcm()`. A file over 30 s is read segment by segment (a
+/// minute at a time to find the pauses), exactly as `kompakt translate`
+/// reads it, with the same segments and output.
 ///
 /// # Safety
 /// `path` is NULL or NUL-terminated; otherwise as `kpk_translate_pcm()`.
@@ -634,17 +778,7 @@ pub unsafe extern "C" fn kpk_session_last_result(
         // SAFETY: checks pointer, alignment and struct_size.
         unsafe { check_struct(result.cast_const(), "result")? };
         // SAFETY: a live session per the contract.
-        let s = unsafe { &*session };
-        let state = match s.state.try_lock() {
-            Ok(g) => g,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(TryLockError::WouldBlock) => {
-                return Err(Error::new(
-                    kpk_status::Busy,
-                    "the session is in use by another call",
-                ))
-            }
-        };
+        let state = unsafe { lock_idle(&*session)? };
         let mut out = kpk_result {
             struct_size: std::mem::size_of::<kpk_result>(),
             text: state.text.as_ptr(),
@@ -671,6 +805,82 @@ pub unsafe extern "C" fn kpk_session_last_result(
         unsafe { result.write(out) };
         Ok(())
     })
+}
+
+/// Number of segments of the last successful translation of `session` into
+/// `*count_out`: 1 for audio of at most 30 s, one per stretch of speech for
+/// longer audio, 0 after a failed call (or before any).
+///
+/// # Safety
+/// `session` is NULL or a live session; `count_out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn kpk_session_segment_count(
+    session: *const kpk_session,
+    count_out: *mut usize,
+) -> kpk_status {
+    guard(|| {
+        non_null(session, "session")?;
+        non_null(count_out, "count_out")?;
+        if !count_out.is_aligned() {
+            return Err(Error::invalid("`count_out` is misaligned"));
+        }
+        // SAFETY: a live session per the contract.
+        let state = unsafe { lock_idle(&*session)? };
+        // SAFETY: non-NULL, aligned, writable per the contract.
+        unsafe { count_out.write(state.segments.len()) };
+        Ok(())
+    })
+}
+
+/// Describes segment `index` (0-based, below `kpk_session_segment_count()`)
+/// of the last successful translation of `session` into `*segment`, whose
+/// `struct_size` the caller sets to `sizeof(kpk_segment)`.
+///
+/// # Safety
+/// `session` is NULL or a live session; `segment` is NULL or points to a
+/// writable `kpk_segment`.
+#[no_mangle]
+pub unsafe extern "C" fn kpk_session_segment(
+    session: *const kpk_session,
+    index: usize,
+    segment: *mut kpk_segment,
+) -> kpk_status {
+    guard(|| {
+        non_null(session, "session")?;
+        // SAFETY: checks pointer, alignment and struct_size.
+        unsafe { check_struct(segment.cast_const(), "segment")? };
+        // SAFETY: a live session per the contract.
+        let state = unsafe { lock_idle(&*session)? };
+        let n = state.segments.len();
+        let s = state.segments.get(index).ok_or_else(|| {
+            Error::invalid(format!(
+                "`index` is {index}, but the last translation has {n} segment(s)"
+            ))
+        })?;
+        let out = kpk_segment {
+            struct_size: std::mem::size_of::<kpk_segment>(),
+            start_s: s.start_s,
+            end_s: s.end_s,
+            text: s.text.as_ptr(),
+            token_ids: s.token_ids.as_ptr(),
+            n_tokens: s.token_ids.len(),
+        };
+        // SAFETY: checked by check_struct.
+        unsafe { segment.write(out) };
+        Ok(())
+    })
+}
+
+/// The session's state when no call is in progress on it.
+fn lock_idle(s: &kpk_session) -> Result<std::sync::MutexGuard<'_, State>, Error> {
+    match s.state.try_lock() {
+        Ok(g) => Ok(g),
+        Err(TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+        Err(TryLockError::WouldBlock) => Err(Error::new(
+            kpk_status::Busy,
+            "the session is in use by another call",
+        )),
+    }
 }
 
 /// The integration tests' fixture model (converted once per process).

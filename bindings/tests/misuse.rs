@@ -12,8 +12,9 @@ use kompakt::model::{
     kpk_model_params, kpk_model_prompt_template,
 };
 use kompakt::session::{
-    kpk_result, kpk_session, kpk_session_default_params, kpk_session_free, kpk_session_last_result,
-    kpk_session_new, kpk_session_params, kpk_translate_default_params, kpk_translate_params,
+    kpk_result, kpk_segment, kpk_session, kpk_session_default_params, kpk_session_free,
+    kpk_session_last_result, kpk_session_new, kpk_session_params, kpk_session_segment,
+    kpk_session_segment_count, kpk_translate_default_params, kpk_translate_params,
     kpk_translate_pcm, kpk_translate_wav,
 };
 use kompakt::{kpk_abi_version, kpk_last_error, kpk_status, kpk_status_name, KPK_ABI_VERSION};
@@ -512,12 +513,13 @@ fn bad_translate_options() {
             S::Audio,
             "sample 100",
         );
+        // Over 30 s is cut at pauses: 31 s of silence has no speech, so no
+        // segment and an empty translation (not an error).
         let long = vec![0.0f32; 31 * 16000];
-        expect(
-            kpk_translate_pcm(sess, long.as_ptr(), long.len(), &p, &mut text),
-            S::Audio,
-            "30 s",
-        );
+        let st = kpk_translate_pcm(sess, long.as_ptr(), long.len(), &p, &mut text);
+        assert_eq!(st, S::Ok, "{}", last_error());
+        assert_eq!(CStr::from_ptr(text).to_bytes(), b"");
+        assert!(segments(sess).is_empty());
         let misaligned = audio.as_ptr().cast::<u8>().add(1).cast::<f32>();
         expect(
             kpk_translate_pcm(sess, misaligned, 100, &p, &mut text),
@@ -911,5 +913,107 @@ fn prompts_and_one_off_instructions() {
         );
         kpk_session_free(sess);
         kpk_model_free(model);
+    }
+}
+
+/// Segments of the last translation through the C API.
+fn segments(s: *const kpk_session) -> Vec<(f64, f64, String, Vec<u32>)> {
+    let mut n = usize::MAX;
+    // SAFETY: valid arguments.
+    let st = unsafe { kpk_session_segment_count(s, &mut n) };
+    assert_eq!(st, S::Ok, "{}", last_error());
+    (0..n)
+        .map(|i| {
+            // SAFETY: zeroed is a valid kpk_segment; then struct_size is set.
+            let mut g: kpk_segment = unsafe { std::mem::zeroed() };
+            g.struct_size = std::mem::size_of::<kpk_segment>();
+            // SAFETY: valid arguments.
+            let st = unsafe { kpk_session_segment(s, i, &mut g) };
+            assert_eq!(st, S::Ok, "{}", last_error());
+            // SAFETY: owned by the session until its next call.
+            let text = unsafe { CStr::from_ptr(g.text) }
+                .to_string_lossy()
+                .into_owned();
+            let ids = if g.n_tokens == 0 {
+                Vec::new()
+            } else {
+                // SAFETY: n_tokens ids owned by the session.
+                unsafe { std::slice::from_raw_parts(g.token_ids, g.n_tokens) }.to_vec()
+            };
+            (g.start_s, g.end_s, text, ids)
+        })
+        .collect()
+}
+
+#[test]
+fn long_audio_is_translated_in_segments() {
+    let m = load(common::model_path());
+    let s = session(m);
+    // Short audio: one segment, the whole translation.
+    let (st, text) = translate(s, &params());
+    assert_eq!(st, S::Ok, "{}", last_error());
+    let one = segments(s);
+    assert_eq!(one.len(), 1);
+    assert_eq!(Some(&one[0].2), text.as_ref());
+    assert_eq!(one[0].3, token_ids(s));
+    assert_eq!(one[0].0, 0.0);
+    // A 41 s recording, as PCM and as a WAV file: several segments, each at
+    // most 30 s, in order; the whole text is their lines.
+    let long = common::root().join("tests/fixtures/longform/talk.wav");
+    let pcm = kompakt_audio::load_16k_mono(&long).unwrap();
+    let mut by_path = Vec::new();
+    for from_file in [false, true] {
+        let mut out: *const c_char = ptr::null();
+        // SAFETY: valid arguments.
+        let st = unsafe {
+            if from_file {
+                kpk_translate_wav(s, cpath(&long).as_ptr(), &params(), &mut out)
+            } else {
+                kpk_translate_pcm(s, pcm.as_ptr(), pcm.len(), &params(), &mut out)
+            }
+        };
+        assert_eq!(st, S::Ok, "{}", last_error());
+        // SAFETY: NUL-terminated, owned by the session.
+        let text = unsafe { CStr::from_ptr(out) }
+            .to_string_lossy()
+            .into_owned();
+        let segs = segments(s);
+        assert!(segs.len() > 2, "{} segments", segs.len());
+        for w in segs.windows(2) {
+            assert!(w[0].1 <= w[1].0 + 1e-9, "{:?} then {:?}", w[0].0, w[1].0);
+        }
+        for g in &segs {
+            assert!(g.1 > g.0 && g.1 - g.0 <= 30.0, "{} .. {}", g.0, g.1);
+        }
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), segs.len());
+        let ids: Vec<u32> = segs.iter().flat_map(|g| g.3.clone()).collect();
+        assert_eq!(ids, token_ids(s));
+        by_path.push(segs);
+    }
+    // A 16 kHz file is cut and read exactly as its samples are.
+    assert_eq!(by_path[0], by_path[1]);
+    // Misuse: index past the end, NULL, wrong size; a failed call leaves none.
+    let mut g: kpk_segment = unsafe { std::mem::zeroed() };
+    g.struct_size = std::mem::size_of::<kpk_segment>();
+    // SAFETY: valid pointers, bad index.
+    let st = unsafe { kpk_session_segment(s, 999, &mut g) };
+    expect(st, S::InvalidArgument, "999");
+    // SAFETY: NULL output.
+    let st = unsafe { kpk_session_segment_count(s, ptr::null_mut()) };
+    expect(st, S::InvalidArgument, "count_out");
+    g.struct_size = 8;
+    // SAFETY: valid pointers, wrong struct_size.
+    let st = unsafe { kpk_session_segment(s, 0, &mut g) };
+    expect(st, S::InvalidArgument, "kpk_segment");
+    let mut p = params();
+    p.beams = 0;
+    let (st, _) = translate(s, &p);
+    assert_eq!(st, S::InvalidArgument);
+    assert!(segments(s).is_empty());
+    // SAFETY: live handles, freed once.
+    unsafe {
+        kpk_session_free(s);
+        kpk_model_free(m);
     }
 }

@@ -19,16 +19,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kompakt_audio::vad::{self, VadConfig};
-use kompakt_audio::TARGET_SAMPLE_RATE;
+use kompakt_audio::longform::{self, MAX_CLIP_S};
+use kompakt_audio::vad::VadConfig;
 use kompakt_runtime::{Observer, Session, Timings, TranslateOptions};
 
 mod segments;
 
-use segments::{check_range, to_ms, to_yaml, wav_info, SegmentList, WavCache};
-
-/// Longest clip the model takes, in seconds.
-const MAX_CLIP_S: f64 = 30.0;
+use segments::{check_range, to_yaml, wav_info, SegmentList, WavCache};
 
 #[derive(Args)]
 pub struct TranslateArgs {
@@ -203,26 +200,6 @@ fn plan_list(list_path: &Path, wav_dir: Option<&Path>, keep_going: bool) -> Resu
     Ok(jobs)
 }
 
-/// Energies of a whole file, read a minute at a time.
-fn file_energies(
-    path: &Path,
-    info: &segments::WavInfo,
-    cfg: &VadConfig,
-) -> Result<(Vec<f32>, f64)> {
-    let flen = vad::frame_len(info.rate, cfg.frame_s);
-    let chunk = flen as u64 * 6000;
-    let rate = f64::from(info.rate);
-    let mut energies = Vec::new();
-    let mut first = 0u64;
-    while first < info.frames {
-        let n = chunk.min(info.frames - first);
-        let audio = kompakt_audio::read_wav_range(path, first as f64 / rate, n as f64 / rate)?;
-        energies.extend(vad::frame_energies_db(&audio.samples, flen));
-        first += n;
-    }
-    Ok((energies, flen as f64 / rate))
-}
-
 /// Jobs of WAV files given on the command line.
 fn plan_files(args: &TranslateArgs) -> Result<Vec<Job>> {
     let cfg = VadConfig::default();
@@ -252,18 +229,12 @@ fn plan_files(args: &TranslateArgs) -> Result<Vec<Job>> {
             });
             continue;
         }
-        let (energies, frame_s) =
-            file_energies(path, &info, &cfg).with_context(|| format!("segmenting {name}"))?;
-        let spans = vad::detect_from_energies(&energies, frame_s, total_s, &cfg);
-        for (k, span) in spans.iter().enumerate() {
-            // Millisecond values, as --segments-out writes them and --segments reads them.
-            let offset = to_ms(span.start_s);
-            let end = (span.end_s * 1000.0).floor() / 1000.0;
-            let duration = to_ms(end - offset);
-            if duration <= 0.0 {
-                continue;
-            }
-            let duration = check_range(&info, offset, duration).unwrap_or(duration);
+        // Millisecond values, as --segments-out writes them and --segments
+        // reads them; the C API and Python cut a long recording the same way.
+        let cuts = longform::segment_file(path, &info, &cfg)
+            .with_context(|| format!("segmenting {name}"))?;
+        for (k, cut) in cuts.iter().enumerate() {
+            let (offset, duration) = (cut.offset_s, cut.duration_s);
             jobs.push(Job {
                 label: format!("{name} segment {} ({} s + {} s)", k + 1, offset, duration),
                 source: Source::Range {
@@ -331,10 +302,13 @@ fn load(source: &Source) -> Result<Vec<f32>> {
             path,
             offset,
             duration,
-        } => {
-            let a = kompakt_audio::read_wav_range(path, *offset, *duration)?;
-            kompakt_audio::resample(&a.samples, a.sample_rate, TARGET_SAMPLE_RATE)
-        }
+        } => longform::read_cut_16k(
+            path,
+            &longform::Cut {
+                offset_s: *offset,
+                duration_s: *duration,
+            },
+        )?,
     })
 }
 
@@ -368,36 +342,22 @@ fn translate_job(
     if pcm.is_empty() {
         return Ok(done);
     }
-    let pieces = vad::split_long(&pcm, TARGET_SAMPLE_RATE, MAX_CLIP_S, &VadConfig::default());
-    let mut texts = Vec::with_capacity(pieces.len());
-    for piece in pieces {
-        let mut streamer = Streamer { on: stream };
-        let out = session.translate(&pcm[piece], opts, &mut streamer)?;
-        if stream {
-            eprintln!();
-        }
-        // One line per segment: no line breaks or other control characters inside.
-        let text: String = out
-            .text
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-        if !text.is_empty() {
-            texts.push(text);
-        }
-        done.pieces += 1;
-        done.token_ids.extend(&out.token_ids);
-        done.audio_tokens += out.n_audio_tokens;
-        let (a, b) = (&mut done.timings, &out.timings);
-        a.features_s += b.features_s;
-        a.encoder_s += b.encoder_s;
-        a.prefill_s += b.prefill_s;
-        a.prefill_tokens += b.prefill_tokens;
-        a.decode_s += b.decode_s;
-        a.decode_tokens += b.decode_tokens;
+    let mut streamer = Streamer { on: stream };
+    let (out, pieces) = session.translate_clip(&pcm, opts, &mut streamer)?;
+    if stream {
+        eprintln!();
     }
-    done.text = texts.join(" ");
+    // One line per segment: no line breaks or other control characters inside.
+    let text: String = out
+        .text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    done.text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    done.pieces = pieces;
+    done.token_ids = out.token_ids;
+    done.audio_tokens = out.n_audio_tokens;
+    done.timings = out.timings;
     Ok(done)
 }
 

@@ -34,6 +34,6 @@ pub use error::{Result, RuntimeError};
 pub use kv_cache::KvPrecision;
 pub use model::Model;
 pub use session::{
-    AudioEmbedding, Observer, Quiet, Session, Stage, TextGeneration, Timings, TranslateOptions,
-    Translation,
+    AudioEmbedding, Observer, Quiet, Segment, Session, Stage, TextGeneration, Timings,
+    TranslateOptions, Translation,
 };

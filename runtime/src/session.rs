@@ -89,6 +89,18 @@ pub struct Translation {
     pub timings: Timings,
 }
 
+/// One segment of a long recording and its translation
+/// ([`Session::translate_segments`]).
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// Start and end in seconds from the start of the recording.
+    pub start_s: f64,
+    pub end_s: f64,
+    pub translation: Translation,
+    /// Pieces of at most 30 s the segment was translated in.
+    pub pieces: usize,
+}
+
 /// The result of [`Session::generate_text`].
 #[derive(Clone, Debug)]
 pub struct TextGeneration {
@@ -375,7 +387,90 @@ impl Session {
         })
     }
 
-    /// Translates 16 kHz mono samples.
+    /// Translates one segment of 16 kHz mono samples of any length: a clip
+    /// over 30 s is cut at its quietest points into pieces of at most 30 s
+    /// ([`kompakt_audio::vad::split_long`]) translated one after the other.
+    /// The text is the pieces' texts, trimmed, the non-empty ones joined by
+    /// a space (streamed with a space between pieces); ids, token counts and
+    /// timings add up. Also returns the number of pieces.
+    pub fn translate_clip(
+        &mut self,
+        samples: &[f32],
+        opts: &TranslateOptions,
+        observer: &mut dyn Observer,
+    ) -> Result<(Translation, usize)> {
+        let pieces = kompakt_audio::vad::split_long(
+            samples,
+            kompakt_audio::TARGET_SAMPLE_RATE,
+            kompakt_audio::longform::MAX_CLIP_S,
+            &kompakt_audio::vad::VadConfig::default(),
+        );
+        let mut all = Translation {
+            text: String::new(),
+            token_ids: Vec::new(),
+            n_audio_tokens: 0,
+            prompt_tokens: 0,
+            timings: Timings::default(),
+        };
+        let mut texts = Vec::with_capacity(pieces.len());
+        for (k, piece) in pieces.iter().enumerate() {
+            if k > 0 && !observer.on_text(" ") {
+                return Err(RuntimeError::Aborted);
+            }
+            let out = self.translate(&samples[piece.clone()], opts, observer)?;
+            let text = out.text.trim();
+            if !text.is_empty() {
+                texts.push(text.to_string());
+            }
+            all.token_ids.extend(&out.token_ids);
+            all.n_audio_tokens += out.n_audio_tokens;
+            all.prompt_tokens += out.prompt_tokens;
+            let (a, b) = (&mut all.timings, &out.timings);
+            a.features_s += b.features_s;
+            a.encoder_s += b.encoder_s;
+            a.prefill_s += b.prefill_s;
+            a.prefill_tokens += b.prefill_tokens;
+            a.decode_s += b.decode_s;
+            a.decode_tokens += b.decode_tokens;
+        }
+        all.text = texts.join(" ");
+        Ok((all, pieces.len()))
+    }
+
+    /// Translates a recording of 16 kHz mono samples of any length, one
+    /// [`Segment`] per stretch of speech: a recording of at most 30 s is one
+    /// segment, a longer one is cut at pauses as `kompakt translate` cuts a
+    /// long WAV file ([`kompakt_audio::longform`]), with identical results.
+    /// A newline is streamed between segments.
+    pub fn translate_segments(
+        &mut self,
+        samples: &[f32],
+        opts: &TranslateOptions,
+        observer: &mut dyn Observer,
+    ) -> Result<Vec<Segment>> {
+        use kompakt_audio::longform;
+        let rate = kompakt_audio::TARGET_SAMPLE_RATE;
+        let cuts =
+            longform::segment_samples(samples, rate, &kompakt_audio::vad::VadConfig::default());
+        let mut out = Vec::with_capacity(cuts.len());
+        for (k, cut) in cuts.iter().enumerate() {
+            if k > 0 && !observer.on_text("\n") {
+                return Err(RuntimeError::Aborted);
+            }
+            let (translation, pieces) =
+                self.translate_clip(longform::cut_samples(samples, rate, cut), opts, observer)?;
+            out.push(Segment {
+                start_s: cut.offset_s,
+                end_s: cut.offset_s + cut.duration_s,
+                translation,
+                pieces,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Translates 16 kHz mono samples (at most 30 s; see
+    /// [`Session::translate_segments`] for longer recordings).
     pub fn translate(
         &mut self,
         samples: &[f32],

@@ -4,10 +4,12 @@
  *   translate MODEL.kpk FILE.wav [LANG [MAX_TOKENS [BEAMS]]]
  *
  * Streams the translation to stdout as it is decoded, then prints two
- * summary lines:
+ * summary lines and one line per segment (a file over 30 s is cut at
+ * pauses into segments):
  *
  *   token_ids: [id,id,...]
  *   text: <final translation, newlines replaced by spaces>
+ *   segment 1: <start s> <end s> [id,id,...] <its text, newlines replaced>
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +39,9 @@ int main(int argc, char **argv) {
     const char *text = NULL;
     const char *c;
     size_t n_pieces = 0;
-    size_t i;
+    size_t n_segments = 0;
+    kpk_segment segment;
+    size_t i, k;
 
     if (argc < 3 || argc > 6) {
         fprintf(stderr, "usage: %s MODEL.kpk FILE.wav [LANG [MAX_TOKENS [BEAMS]]]\n", argv[0]);
@@ -107,6 +111,28 @@ int main(int argc, char **argv) {
         putchar(*c == '\n' ? ' ' : *c);
     }
     putchar('\n');
+
+    status = kpk_session_segment_count(session, &n_segments);
+    for (k = 0; status == KPK_STATUS_OK && k < n_segments; ++k) {
+        segment.struct_size = sizeof segment;
+        status = kpk_session_segment(session, k, &segment);
+        if (status != KPK_STATUS_OK) {
+            break;
+        }
+        printf("segment %lu: %.3f %.3f [", (unsigned long)(k + 1), segment.start_s, segment.end_s);
+        for (i = 0; i < segment.n_tokens; ++i) {
+            printf(i ? ",%lu" : "%lu", (unsigned long)segment.token_ids[i]);
+        }
+        fputs("] ", stdout);
+        for (c = segment.text; *c; ++c) {
+            putchar(*c == '\n' ? ' ' : *c);
+        }
+        putchar('\n');
+    }
+    if (status != KPK_STATUS_OK) {
+        kpk_session_free(session);
+        return fail("reading the segments", status);
+    }
 
     kpk_session_free(session);
     return 0;

@@ -363,6 +363,37 @@ typedef struct kpk_result {
   double decode_s;
 } kpk_result;
 
+/**
+ * One segment of a long recording (`kpk_session_segment()`). Pointers
+ * are owned by the session, valid until its next call or its free.
+ */
+typedef struct kpk_segment {
+  /**
+   * Set to `sizeof(kpk_segment)` before calling `kpk_session_segment()`.
+   */
+  size_t struct_size;
+  /**
+   * Start of the segment in seconds from the start of the audio.
+   */
+  double start_s;
+  /**
+   * End of the segment in seconds.
+   */
+  double end_s;
+  /**
+   * The segment's translation, UTF-8.
+   */
+  const char *text;
+  /**
+   * Its generated token ids (original id space).
+   */
+  const uint32_t *token_ids;
+  /**
+   * Entries of `token_ids`.
+   */
+  size_t n_tokens;
+} kpk_segment;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -518,11 +549,18 @@ enum kpk_status kpk_session_new(const struct kpk_model *model,
 void kpk_session_free(struct kpk_session *session);
 
 /**
- * Translates `n_samples` samples of 16 kHz mono audio in [-1, 1] (at most
- * 30 s, `kpk_model_info.max_samples`). `params` may be NULL for the
- * defaults. On success `*text_out` (if `text_out` is non-NULL) points to the
- * UTF-8 translation, owned by the session and valid until the next call on
- * it or its free; on failure it is NULL.
+ * Translates `n_samples` samples of 16 kHz mono audio in [-1, 1], of any
+ * length. Audio of at most 30 s (`kpk_model_info.max_samples`) is one
+ * segment; longer audio is cut at pauses into segments as `kompakt
+ * translate` cuts a long WAV file (energy VAD, each segment at most 30 s),
+ * translated one after the other: the text is one line per segment
+ * (joined by `\n`, also streamed between segments), the token ids and
+ * timings of `kpk_session_last_result()` their sums, and
+ * `kpk_session_segment()` gives each segment's times, text and ids.
+ * `params` may be NULL for the defaults. On success `*text_out` (if
+ * `text_out` is non-NULL) points to the UTF-8 translation, owned by the
+ * session and valid until the next call on it or its free; on failure it
+ * is NULL.
  *
  * # Safety
  * `session` is NULL or a live session; `pcm` is NULL or points to
@@ -538,9 +576,11 @@ enum kpk_status kpk_translate_pcm(struct kpk_session *session,
                                   const char **text_out);
 
 /**
- * Reads a WAV file (integer PCM or float, any rate and channel count; at
- * most 30 s), converts it to 16 kHz mono and translates it like
- * `kpk_translate_pcm()`.
+ * Reads a WAV file (integer PCM or float, any rate and channel count, any
+ * length), converts it to 16 kHz mono and translates it like
+ * `kpk_translate_pcm()`. A file over 30 s is read segment by segment (a
+ * minute at a time to find the pauses), exactly as `kompakt translate`
+ * reads it, with the same segments and output.
  *
  * # Safety
  * `path` is NULL or NUL-terminated; otherwise as `kpk_translate_pcm()`.
@@ -561,6 +601,29 @@ enum kpk_status kpk_translate_wav(struct kpk_session *session,
  */
 enum kpk_status kpk_session_last_result(const struct kpk_session *session,
                                         struct kpk_result *result);
+
+/**
+ * Number of segments of the last successful translation of `session` into
+ * `*count_out`: 1 for audio of at most 30 s, one per stretch of speech for
+ * longer audio, 0 after a failed call (or before any).
+ *
+ * # Safety
+ * `session` is NULL or a live session; `count_out` is NULL or writable.
+ */
+enum kpk_status kpk_session_segment_count(const struct kpk_session *session, size_t *count_out);
+
+/**
+ * Describes segment `index` (0-based, below `kpk_session_segment_count()`)
+ * of the last successful translation of `session` into `*segment`, whose
+ * `struct_size` the caller sets to `sizeof(kpk_segment)`.
+ *
+ * # Safety
+ * `session` is NULL or a live session; `segment` is NULL or points to a
+ * writable `kpk_segment`.
+ */
+enum kpk_status kpk_session_segment(const struct kpk_session *session,
+                                    size_t index,
+                                    struct kpk_segment *segment);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use serde::Deserialize;
 
 /// One entry of a segment list: `{duration: F, offset: F, speaker_id: S, wav: NAME}`; other
@@ -92,16 +92,6 @@ fn entry_lines(text: &str) -> Vec<usize> {
 }
 
 /// A number as YAML writes it: shortest form with at most 3 decimals.
-fn seconds(x: f64) -> String {
-    let s = format!("{x:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-" {
-        "0".to_string()
-    } else {
-        s.to_string()
-    }
-}
-
 /// A YAML plain scalar when safe, else a double-quoted (JSON) string.
 fn scalar(s: &str) -> String {
     let plain = !s.is_empty()
@@ -132,44 +122,11 @@ pub fn to_yaml(entries: &[(String, f64, f64, String)]) -> String {
     out
 }
 
-/// Rounds seconds to the millisecond as the YAML writer does, so that a segmentation saved
-/// with `--segments-out` reads back to the same values.
-pub fn to_ms(x: f64) -> f64 {
-    seconds(x).parse().unwrap_or(x)
-}
-
-/// What the header of a WAV file says.
-#[derive(Clone, Copy, Debug)]
-pub struct WavInfo {
-    pub rate: u32,
-    pub frames: u64,
-}
-
-impl WavInfo {
-    pub fn duration_s(&self) -> f64 {
-        self.frames as f64 / f64::from(self.rate)
-    }
-}
+pub use kompakt_audio::longform::{check_range, seconds, WavInfo};
 
 /// Reads only the header of a WAV file.
 pub fn wav_info(path: &Path) -> Result<WavInfo> {
-    match hound::WavReader::open(path) {
-        Ok(r) if r.spec().sample_rate > 0 => Ok(WavInfo {
-            rate: r.spec().sample_rate,
-            frames: u64::from(r.duration()),
-        }),
-        other => {
-            // The audio crate names the problem better than hound.
-            kompakt_audio::read_wav_range(path, 0.0, 1e-3)?;
-            match other {
-                Err(e) => bail!("{}: cannot read the WAV header: {e}", path.display()),
-                _ => bail!(
-                    "{}: the WAV header declares a sample rate of 0 Hz",
-                    path.display()
-                ),
-            }
-        }
-    }
+    Ok(kompakt_audio::longform::wav_info(path)?)
 }
 
 /// Caches header probes of the WAV files a list names.
@@ -187,41 +144,10 @@ impl WavCache {
     }
 }
 
-/// How far a segment may run past the end of its WAV and be clamped instead of rejected.
-pub const END_TOLERANCE_S: f64 = 0.05;
-
-/// Checks a range against the file; returns the duration to read (clamped when the range ends
-/// at most [`END_TOLERANCE_S`] past the end).
-pub fn check_range(info: &WavInfo, offset: f64, duration: f64) -> std::result::Result<f64, String> {
-    if !(offset.is_finite() && duration.is_finite()) || offset < 0.0 || duration <= 0.0 {
-        return Err(format!(
-            "invalid range: offset {offset} s, duration {duration} s (need offset >= 0, \
-             duration > 0)"
-        ));
-    }
-    let rate = f64::from(info.rate);
-    let first = (offset * rate).round();
-    let count = (duration * rate).round();
-    let total = info.frames as f64;
-    if first + count <= total {
-        if count < 1.0 {
-            return Err(format!("duration {duration} s is shorter than one sample"));
-        }
-        return Ok(duration);
-    }
-    let end = offset + duration;
-    if first < total && end - info.duration_s() <= END_TOLERANCE_S && total - first >= 1.0 {
-        return Ok((total - first) / rate);
-    }
-    Err(format!(
-        "the segment ends at {end:.3} s, past the end of the WAV ({:.3} s)",
-        info.duration_s()
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kompakt_audio::longform::to_ms;
 
     #[test]
     fn flow_and_block_style() {

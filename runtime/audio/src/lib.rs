@@ -4,6 +4,7 @@
 //! to 1e-4 in log-mel.
 
 mod error;
+pub mod longform;
 mod mel;
 mod resample;
 pub mod vad;
