@@ -184,4 +184,27 @@ else
     echo "python3 not found: skipped"
 fi
 
+step "Python package: pip install ./bindings/python, used from another directory"
+if command -v python3 > /dev/null && python3 -c 'import setuptools' 2> /dev/null; then
+    PY_TARGET=$TMP/py
+    # The installed wheel bundles the library built above (KOMPAKT_LIB): no
+    # second build; the package is then imported without KOMPAKT_LIB.
+    KOMPAKT_LIB=$LIBDIR/libkompakt.so python3 -m pip install -q --no-build-isolation --no-deps \
+        --disable-pip-version-check --target "$PY_TARGET" "$ROOT/bindings/python" > /dev/null
+    rm -rf "$ROOT/bindings/python/build"
+    [ -f "$PY_TARGET/kompakt/libkompakt.so" ] || fail "the installed package holds no libkompakt.so"
+    got=$(cd "$TMP" && env -u KOMPAKT_LIB PYTHONPATH="$PY_TARGET" python3 -c '
+import sys, kompakt
+assert kompakt.library()._name.startswith(sys.argv[3]), kompakt.library()._name
+s = kompakt.Session(kompakt.Model(sys.argv[1]))
+s.translate(sys.argv[2], max_tokens=int(sys.argv[4]))
+print("[" + ",".join(map(str, s.last_token_ids)) + "]")' "$MODEL" "$WAV" "$PY_TARGET" "$MAX_TOKENS")
+    want=$("$KOMPAKT" translate --model "$MODEL" --lang de --max-tokens "$MAX_TOKENS" --json "$WAV" |
+        grep -o '"token_ids":\[[0-9,]*\]' | sed 's/"token_ids"://')
+    [ "$got" = "$want" ] || fail "the installed package's token ids $got differ from the CLI's $want"
+    echo "ok: installed package (its bundled libkompakt.so) gives the CLI's token ids"
+else
+    echo "SKIPPED: python3 with setuptools not found"
+fi
+
 printf '\nC API test passed\n'

@@ -7,9 +7,12 @@
     text = session.translate("talk.wav", lang="de",
                              on_text=lambda piece: print(piece, end="", flush=True))
 
-The library is found through the environment variable ``KOMPAKT_LIB`` (a
-path to libkompakt.so), then next to this file, then on the system library
-path. A ``Model`` is immutable and may be shared by threads; a ``Session``
+Install with ``pip install ./bindings/python`` (builds libkompakt with cargo
+and puts it inside the package). The library is found through the
+environment variable ``KOMPAKT_LIB`` (a path to libkompakt.so), then inside
+this package, then in the repository's ``target/release`` (or
+``$CARGO_TARGET_DIR/release``) when the package is used from a checkout,
+then on the system library path. A ``Model`` is immutable and may be shared by threads; a ``Session``
 serves one call at a time (``KompaktError`` with status ``BUSY`` otherwise)
 and keeps its model alive on its own, so closing the model first is fine.
 Failures raise ``KompaktError`` carrying the C status and message.
@@ -125,21 +128,32 @@ class Segment(ctypes.Structure):
     ]
 
 
+_LIB_NAMES = ("libkompakt.so", "libkompakt.dylib", "kompakt.dll")
+
+
 def _library_path():
     env = os.environ.get("KOMPAKT_LIB")
     if env:
         return env
     here = os.path.dirname(os.path.abspath(__file__))
-    for name in ("libkompakt.so", "libkompakt.dylib", "kompakt.dll"):
-        p = os.path.join(here, name)
-        if os.path.exists(p):
-            return p
+    # Installed: inside the package. From a checkout (bindings/python/kompakt):
+    # the repository's cargo target directory.
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(here)))
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(repo, "target")
+    if not os.path.isabs(target):
+        target = os.path.join(repo, target)
+    for d in (here, os.path.join(target, "release")):
+        for name in _LIB_NAMES:
+            p = os.path.join(d, name)
+            if os.path.exists(p):
+                return p
     found = ctypes.util.find_library("kompakt")
     if found:
         return found
     raise OSError(
-        "libkompakt not found: set KOMPAKT_LIB to the path of libkompakt.so "
-        "(cargo build --release -p kompakt-capi) or put it next to kompakt.py"
+        "libkompakt not found: install the package with `pip install ./bindings/python`, "
+        "or build the library (cargo build --release -p kompakt-capi) and set KOMPAKT_LIB "
+        "to the path of libkompakt.so"
     )
 
 
