@@ -165,7 +165,13 @@ impl Decoder {
         let mut hbuf = vec![0.0f32; n * h];
         for (i, layer) in self.layers.iter().enumerate() {
             let h_in = taps.block_input(&x);
-            ops::rms_norm_into(&x, &mut hbuf, h, &layer.attn_norm.w, cfg.rms_norm_eps);
+            ops::rms_norm_into(
+                &x,
+                &mut hbuf,
+                h,
+                layer.attn_norm.w.get(file),
+                cfg.rms_norm_eps,
+            );
             taps.record_input(
                 &[&layer.q.w.name, &layer.k.w.name, &layer.v.w.name],
                 &hbuf,
@@ -186,7 +192,13 @@ impl Decoder {
             let o = layer.o.forward(file, &a, n)?;
             ops::add_in_place(&mut x, &o);
 
-            ops::rms_norm_into(&x, &mut hbuf, h, &layer.ffn_norm.w, cfg.rms_norm_eps);
+            ops::rms_norm_into(
+                &x,
+                &mut hbuf,
+                h,
+                layer.ffn_norm.w.get(file),
+                cfg.rms_norm_eps,
+            );
             taps.record_input(&[&layer.gate.w.name, &layer.up.w.name], &hbuf, n);
             let mut g = layer.gate.forward(file, &hbuf, n)?;
             let u = layer.up.forward(file, &hbuf, n)?;
@@ -210,7 +222,7 @@ impl Decoder {
             &x[rows.start * h..rows.end * h],
             &mut normed,
             h,
-            &self.norm.w,
+            self.norm.w.get(file),
             cfg.rms_norm_eps,
         );
         taps.record_input(&[&self.lm_head.name], &normed, m);

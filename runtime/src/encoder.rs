@@ -15,7 +15,7 @@ use crate::config::AudioConfig;
 use crate::error::{Result, RuntimeError};
 use crate::ops;
 use crate::taps::Taps;
-use crate::weights::{Linear, Matrix, Norm};
+use crate::weights::{Linear, Matrix, Norm, Vector};
 
 struct EncoderLayer {
     attn_norm: Norm,
@@ -32,10 +32,10 @@ struct EncoderLayer {
 pub struct AudioEncoder {
     cfg: AudioConfig,
     conv1: Matrix,
-    conv1_b: Vec<f32>,
+    conv1_b: Vector,
     conv2: Matrix,
-    conv2_b: Vec<f32>,
-    pos_embed: Vec<f32>,
+    conv2_b: Vector,
+    pos_embed: Vector,
     layers: Vec<EncoderLayer>,
     norm: Norm,
     projector: Linear,
@@ -70,14 +70,10 @@ impl AudioEncoder {
         Ok(AudioEncoder {
             cfg: cfg.clone(),
             conv1: Matrix::load(file, "audio.conv1.weight", d, cfg.n_mels * 3)?,
-            conv1_b: crate::weights::vector(file, "audio.conv1.bias", &[d])?,
+            conv1_b: Vector::load(file, "audio.conv1.bias", &[d])?,
             conv2: Matrix::load(file, "audio.conv2.weight", d, d * 3)?,
-            conv2_b: crate::weights::vector(file, "audio.conv2.bias", &[d])?,
-            pos_embed: crate::weights::vector(
-                file,
-                "audio.pos_embed",
-                &[cfg.max_source_positions, d],
-            )?,
+            conv2_b: Vector::load(file, "audio.conv2.bias", &[d])?,
+            pos_embed: Vector::load(file, "audio.pos_embed", &[cfg.max_source_positions, d])?,
             layers,
             norm: Norm::load(file, "audio.norm", d, true)?,
             projector: Linear::load(file, "projector", hidden, d, true)?,
@@ -122,7 +118,7 @@ impl AudioEncoder {
         }
         let mut h1 = vec![0.0f32; f1 * d];
         self.conv1.matmul(file, &cols, f1, &mut h1)?;
-        ops::add_bias(&mut h1, &self.conv1_b);
+        ops::add_bias(&mut h1, self.conv1_b.get(file));
         ops::gelu(&mut h1);
 
         // conv2 (k=3, stride 2, pad 1).
@@ -140,9 +136,9 @@ impl AudioEncoder {
         }
         let mut x = vec![0.0f32; feat_len * d];
         self.conv2.matmul(file, &cols, feat_len, &mut x)?;
-        ops::add_bias(&mut x, &self.conv2_b);
+        ops::add_bias(&mut x, self.conv2_b.get(file));
         ops::gelu(&mut x);
-        ops::add_in_place(&mut x, &self.pos_embed[..feat_len * d]);
+        ops::add_in_place(&mut x, &self.pos_embed.get(file)[..feat_len * d]);
         taps.record(|| "audio.embed".into(), &x, &[feat_len, d]);
 
         let t = feat_len;
@@ -155,8 +151,8 @@ impl AudioEncoder {
                 &x,
                 &mut h,
                 d,
-                &layer.attn_norm.w,
-                layer.attn_norm.b.as_deref().unwrap_or(&[]),
+                layer.attn_norm.w.get(file),
+                layer.attn_norm.b.as_ref().map_or(&[][..], |b| b.get(file)),
                 cfg.layer_norm_eps,
             );
             taps.record_input(&[&layer.q.w.name, &layer.k.w.name, &layer.v.w.name], &h, t);
@@ -184,8 +180,8 @@ impl AudioEncoder {
                 &x,
                 &mut h,
                 d,
-                &layer.ffn_norm.w,
-                layer.ffn_norm.b.as_deref().unwrap_or(&[]),
+                layer.ffn_norm.w.get(file),
+                layer.ffn_norm.b.as_ref().map_or(&[][..], |b| b.get(file)),
                 cfg.layer_norm_eps,
             );
             taps.record_input(&[&layer.fc1.w.name], &h, t);
@@ -211,8 +207,8 @@ impl AudioEncoder {
         ops::layer_norm(
             &mut pooled,
             d,
-            &self.norm.w,
-            self.norm.b.as_deref().unwrap_or(&[]),
+            self.norm.w.get(file),
+            self.norm.b.as_ref().map_or(&[][..], |b| b.get(file)),
             cfg.layer_norm_eps,
         );
         taps.record(|| "audio.out".into(), &pooled, &[n_out, d]);

@@ -1,7 +1,9 @@
 //! Typed handles on the tensors of a mapped `.kpk` file.
 //!
 //! Matrices stay in the mapping and are multiplied in their stored dtype by
-//! `kompakt-kernels`; small vectors (norms, biases) are copied to f32 at load.
+//! `kompakt-kernels`; vectors (norms, biases, the encoder's positions) are
+//! read in place when stored as f32, and converted to f32 once at load
+//! otherwise ([`Vector`]), so loading allocates next to nothing.
 use kompakt_format::{DType, KpkFile};
 use kompakt_kernels::WeightRef;
 
@@ -43,6 +45,43 @@ pub fn vector(file: &KpkFile, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
             Ok(out)
         }
         d => Err(tensor_err(name, format!("dtype {d} cannot hold weights"))),
+    }
+}
+
+/// A vector of weights as f32: a range of the mapping when the file stores
+/// it as f32 (what the converter writes for norms, biases and positions),
+/// else converted once at load.
+#[derive(Clone, Debug)]
+pub enum Vector {
+    Mapped { start: usize, len: usize },
+    Owned(Vec<f32>),
+}
+
+impl Vector {
+    /// Resolves tensor `name` of `shape`.
+    pub fn load(file: &KpkFile, name: &str, shape: &[usize]) -> Result<Vector> {
+        if check(file, name, shape)? == DType::F32 {
+            let t = file.tensor(name)?;
+            // A view fails only on a misaligned buffer; then it is copied.
+            if let Ok(v) = t.as_f32() {
+                let start = t.data.as_ptr() as usize - file.as_bytes().as_ptr() as usize;
+                return Ok(Vector::Mapped {
+                    start,
+                    len: v.len(),
+                });
+            }
+        }
+        Ok(Vector::Owned(vector(file, name, shape)?))
+    }
+
+    /// The values; `file` is the file the vector was loaded from.
+    pub fn get<'a>(&'a self, file: &'a KpkFile) -> &'a [f32] {
+        match self {
+            Vector::Owned(v) => v,
+            Vector::Mapped { start, len } => {
+                bytemuck::cast_slice(&file.as_bytes()[*start..*start + 4 * *len])
+            }
+        }
     }
 }
 
@@ -112,7 +151,7 @@ impl Matrix {
 #[derive(Clone, Debug)]
 pub struct Linear {
     pub w: Matrix,
-    pub b: Option<Vec<f32>>,
+    pub b: Option<Vector>,
 }
 
 impl Linear {
@@ -126,7 +165,7 @@ impl Linear {
     ) -> Result<Linear> {
         let w = Matrix::load(file, &format!("{prefix}.weight"), rows, cols)?;
         let b = if bias {
-            Some(vector(file, &format!("{prefix}.bias"), &[rows])?)
+            Some(Vector::load(file, &format!("{prefix}.bias"), &[rows])?)
         } else {
             None
         };
@@ -138,7 +177,7 @@ impl Linear {
         let mut y = vec![0.0; n * self.w.rows];
         self.w.matmul(file, x, n, &mut y)?;
         if let Some(b) = &self.b {
-            crate::ops::add_bias(&mut y, b);
+            crate::ops::add_bias(&mut y, b.get(file));
         }
         Ok(y)
     }
@@ -147,15 +186,15 @@ impl Linear {
 /// LayerNorm or RMSNorm parameters.
 #[derive(Clone, Debug)]
 pub struct Norm {
-    pub w: Vec<f32>,
-    pub b: Option<Vec<f32>>,
+    pub w: Vector,
+    pub b: Option<Vector>,
 }
 
 impl Norm {
     pub fn load(file: &KpkFile, prefix: &str, d: usize, bias: bool) -> Result<Norm> {
-        let w = vector(file, &format!("{prefix}.weight"), &[d])?;
+        let w = Vector::load(file, &format!("{prefix}.weight"), &[d])?;
         let b = if bias {
-            Some(vector(file, &format!("{prefix}.bias"), &[d])?)
+            Some(Vector::load(file, &format!("{prefix}.bias"), &[d])?)
         } else {
             None
         };
