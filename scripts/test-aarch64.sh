@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and runs the kompakt-kernels tests for aarch64 under qemu, once with
 # `-cpu max` (NEON + dotprod: the sdot path) and once with `-cpu cortex-a72`
-# (NEON without dotprod). Installs Debian's cross toolchain when missing.
+# (NEON without dotprod); then the library, the C example and the CLI end to
+# end (below). Installs Debian's cross toolchain when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,8 +30,8 @@ done
 
 # End to end on aarch64: the shipped library (release: LTO, stripped, no
 # tokenizer), the C example against libkompakt.so and libkompakt.a, and the
-# CLI (test profile: the release build under Debian's rustc takes long), all
-# under qemu on the tiny fixture model and WAV. The token ids and text must
+# CLI (profile `qemu`: the release build under Debian's rustc takes long), all
+# under qemu on the tiny fixture model (q8_0) and WAV. The token ids must
 # equal the x86_64 CLI's.
 KOMPAKT_X86="${KOMPAKT_BIN:-}"
 if [ -z "$KOMPAKT_X86" ]; then
@@ -39,11 +40,11 @@ if [ -z "$KOMPAKT_X86" ]; then
     KOMPAKT_X86="${CARGO_TARGET_DIR_HOST:-target}/debug/kompakt"
 fi
 T=aarch64-unknown-linux-gnu
-echo "== aarch64: libkompakt (release) and the kompakt CLI (test profile)"
+echo "== aarch64: libkompakt (release) and the kompakt CLI (profile qemu)"
 cargo build --release --target $T -p kompakt-capi
-cargo build --target $T -p kompakt-cli
+cargo build --profile qemu --target $T -p kompakt-cli
 LIB="$CARGO_TARGET_DIR/$T/release"
-CLI="$CARGO_TARGET_DIR/$T/debug/kompakt"
+CLI="$CARGO_TARGET_DIR/$T/qemu/kompakt"
 so_bytes=$(stat -c %s "$LIB/libkompakt.so")
 awk -v b="$so_bytes" 'BEGIN { printf "libkompakt.so (release, aarch64): %d bytes (%.2f MB)\n", b, b / 1e6 }'
 [ "$so_bytes" -le 2500000 ] || { echo "FAIL: aarch64 libkompakt.so is over 2.5 MB" >&2; exit 1; }

@@ -149,3 +149,75 @@ fn files_without_the_table_translate_the_same_through_the_tokenizer() {
     assert_eq!(new.text, old.text);
     assert_eq!(new.prompt_tokens, old.prompt_tokens);
 }
+
+/// Collects the streamed pieces of a translation.
+#[derive(Default)]
+struct Pieces(Vec<String>);
+
+impl kompakt_runtime::Observer for Pieces {
+    fn on_text(&mut self, piece: &str) -> bool {
+        self.0.push(piece.to_string());
+        true
+    }
+}
+
+#[test]
+fn streamed_pieces_concatenate_to_the_tokenizers_decode() {
+    let path = converted("tiny-mha", DType::F32, PromptStyle::Chat);
+    let model = std::sync::Arc::new(Model::load(&path).unwrap());
+    let tok = tokenizer();
+    let wav = fixtures().join("audio/short_16k_mono_s16.wav");
+    let pcm = kompakt_audio::load_16k_mono(&wav).unwrap();
+    let mut s = Session::new(model, 1).unwrap();
+    for (lang, beams) in [("de", 1), ("zh", 1), ("de", 3)] {
+        let opts = TranslateOptions {
+            lang: lang.into(),
+            beams,
+            max_new_tokens: 40,
+            ..Default::default()
+        };
+        let mut pieces = Pieces::default();
+        let out = s.translate(&pcm, &opts, &mut pieces).unwrap();
+        assert_eq!(out.text, tok.decode(&out.token_ids, true).unwrap());
+        assert!(pieces.0.len() > 1, "{lang}: {} pieces", pieces.0.len());
+        assert_eq!(pieces.0.concat(), out.text, "{lang} beams {beams}");
+        assert!(pieces.0.iter().all(|p| !p.contains('\u{FFFD}') || out.text.contains('\u{FFFD}')));
+    }
+}
+
+/// Qwen2's real 151,643-token vocabulary, where the proxy checkpoint is
+/// available (`KOMPAKT_DATA`; not in CI): the table built from it (which
+/// checks every id against `tokenizers` while building) decodes German and
+/// Chinese text and random id runs as `tokenizers` does.
+#[test]
+fn the_real_qwen2_vocabulary_when_available() {
+    let Some(path) = std::env::var_os("KOMPAKT_DATA")
+        .map(|d| Path::new(&d).join("proxy/checkpoint/tokenizer.json"))
+        .filter(|p| p.exists())
+    else {
+        eprintln!("skipped: no $KOMPAKT_DATA/proxy/checkpoint/tokenizer.json");
+        return;
+    };
+    let json = std::fs::read(&path).unwrap();
+    let tok = tokenizers::Tokenizer::from_bytes(&json).unwrap();
+    let audio = tok.token_to_id("<|AUDIO|>").unwrap();
+    let prompts = vec![("de".to_string(), "a <|AUDIO|> b".to_string())];
+    let t = kompakt_converter::vocab::decoding_table(&json, None, &prompts, audio).unwrap();
+    let table = Vocab::from_parts(&t.pieces, &t.ends);
+    let skip: Vec<u32> = t.special.iter().map(|&i| i as u32).collect();
+    assert_eq!(table.len(), tok.get_vocab_size(true));
+    let mut s = 7u64;
+    let n = table.len() as u64;
+    for len in 1..3000 {
+        let ids: Vec<u32> = (0..len % 24 + 1).map(|_| (rng(&mut s) % n) as u32).collect();
+        assert_eq!(table.decode(&ids, &skip), tok.decode(&ids, true).unwrap());
+    }
+    for text in [
+        "Bitte speichern Sie Ihre Arbeit, bevor Sie das Fenster schließen.",
+        "请保存你的工作，关闭窗口之前。",
+        "Größenänderung – „Anführungszeichen“ … 😀",
+    ] {
+        let ids = tok.encode(text, false).unwrap().get_ids().to_vec();
+        assert_eq!(table.decode(&ids, &skip), text);
+    }
+}

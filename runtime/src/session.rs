@@ -573,6 +573,8 @@ impl Session {
         let t3 = Instant::now();
         let mut step = |cache: &mut KvCache, row: u32| decode_step(&m, pool, cache, row);
         let max = opts.max_new_tokens as f32;
+        // Bytes of text streamed so far (to flush what the stream held back).
+        let mut sent = 0usize;
         let rows = if opts.beams == 1 {
             let mut stream = TextStream::default();
             let mut on_token = |row: u32| -> bool {
@@ -580,7 +582,10 @@ impl Session {
                 if !observer.on_progress(Stage::Decode, stream.len() as f32 / max) {
                     return false;
                 }
-                piece.is_none_or(|p| observer.on_text(&p))
+                piece.is_none_or(|p| {
+                    sent += p.len();
+                    observer.on_text(&p)
+                })
             };
             search::greedy(logits, cache, &params, &mut step, &mut on_token)?
         } else {
@@ -589,6 +594,7 @@ impl Session {
             let mut stream = TextStream::default();
             for &r in &rows {
                 if let Some(p) = stream.push(m.id_of(r), |ids| m.decode(ids)) {
+                    sent += p.len();
                     if !observer.on_text(&p) {
                         return Err(RuntimeError::Aborted);
                     }
@@ -600,6 +606,14 @@ impl Session {
         timings.decode_tokens = rows.len();
         let token_ids: Vec<u32> = rows.iter().map(|&r| m.id_of(r)).collect();
         let text = m.decode(&token_ids)?;
+        // The stream holds back a character cut off by the last token (it
+        // decodes to U+FFFD); send it now, so that the pieces add up to the
+        // text.
+        if let Some(rest) = text.get(sent..).filter(|r| !r.is_empty()) {
+            if !observer.on_text(rest) {
+                return Err(RuntimeError::Aborted);
+            }
+        }
         Ok(Translation {
             text,
             token_ids,
