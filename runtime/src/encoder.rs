@@ -73,7 +73,11 @@ impl AudioEncoder {
             conv1_b: Vector::load(file, "audio.conv1.bias", &[d])?,
             conv2: Matrix::load(file, "audio.conv2.weight", d, d * 3)?,
             conv2_b: Vector::load(file, "audio.conv2.bias", &[d])?,
-            pos_embed: Vector::load(file, "audio.pos_embed", &[cfg.max_source_positions, d])?,
+            pos_embed: Vector::load_f16_in_place(
+                file,
+                "audio.pos_embed",
+                &[cfg.max_source_positions, d],
+            )?,
             layers,
             norm: Norm::load(file, "audio.norm", d, true)?,
             projector: Linear::load(file, "projector", hidden, d, true)?,
@@ -138,7 +142,7 @@ impl AudioEncoder {
         self.conv2.matmul(file, &cols, feat_len, &mut x)?;
         ops::add_bias(&mut x, self.conv2_b.get(file));
         ops::gelu(&mut x);
-        ops::add_in_place(&mut x, &self.pos_embed.get(file)[..feat_len * d]);
+        self.pos_embed.add_to(file, &mut x[..feat_len * d]);
         taps.record(|| "audio.embed".into(), &x, &[feat_len, d]);
 
         let t = feat_len;

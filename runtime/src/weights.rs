@@ -54,6 +54,9 @@ pub fn vector(file: &KpkFile, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
 #[derive(Clone, Debug)]
 pub enum Vector {
     Mapped { start: usize, len: usize },
+    /// f16 values in the mapping ([`Vector::load_f16_in_place`]); only
+    /// [`Vector::add_to`] reads them.
+    MappedF16 { start: usize, len: usize },
     Owned(Vec<f32>),
 }
 
@@ -74,13 +77,46 @@ impl Vector {
         Ok(Vector::Owned(vector(file, name, shape)?))
     }
 
-    /// The values; `file` is the file the vector was loaded from.
+    /// As [`Vector::load`], but an f16 tensor also stays in the mapping (a
+    /// large table read a slice at a time, such as the encoder's positions:
+    /// 7.7 MB as f32 at full size).
+    pub fn load_f16_in_place(file: &KpkFile, name: &str, shape: &[usize]) -> Result<Vector> {
+        if check(file, name, shape)? == DType::F16 {
+            let t = file.tensor(name)?;
+            if let Ok(v) = t.as_f16() {
+                let start = t.data.as_ptr() as usize - file.as_bytes().as_ptr() as usize;
+                return Ok(Vector::MappedF16 {
+                    start,
+                    len: v.len(),
+                });
+            }
+        }
+        Vector::load(file, name, shape)
+    }
+
+    /// The values; `file` is the file the vector was loaded from. Panics
+    /// for f16 values left in place (read those with [`Vector::add_to`]).
     pub fn get<'a>(&'a self, file: &'a KpkFile) -> &'a [f32] {
         match self {
             Vector::Owned(v) => v,
             Vector::Mapped { start, len } => {
                 bytemuck::cast_slice(&file.as_bytes()[*start..*start + 4 * *len])
             }
+            Vector::MappedF16 { .. } => unreachable!("f16 vectors are read with add_to"),
+        }
+    }
+
+    /// `x[i] += v[i]` for the first `x.len()` values.
+    pub fn add_to(&self, file: &KpkFile, x: &mut [f32]) {
+        match self {
+            Vector::MappedF16 { start, len } => {
+                let v: &[half::f16] =
+                    bytemuck::cast_slice(&file.as_bytes()[*start..*start + 2 * *len]);
+                for (a, b) in x.iter_mut().zip(v) {
+                    *a += b.to_f32();
+                }
+            }
+            _ => crate::ops::add_in_place(x, &self.get(file)[..x.len()]),
         }
     }
 }
