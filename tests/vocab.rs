@@ -181,7 +181,10 @@ fn streamed_pieces_concatenate_to_the_tokenizers_decode() {
         assert_eq!(out.text, tok.decode(&out.token_ids, true).unwrap());
         assert!(pieces.0.len() > 1, "{lang}: {} pieces", pieces.0.len());
         assert_eq!(pieces.0.concat(), out.text, "{lang} beams {beams}");
-        assert!(pieces.0.iter().all(|p| !p.contains('\u{FFFD}') || out.text.contains('\u{FFFD}')));
+        assert!(pieces
+            .0
+            .iter()
+            .all(|p| !p.contains('\u{FFFD}') || out.text.contains('\u{FFFD}')));
     }
 }
 
@@ -209,7 +212,9 @@ fn the_real_qwen2_vocabulary_when_available() {
     let mut s = 7u64;
     let n = table.len() as u64;
     for len in 1..3000 {
-        let ids: Vec<u32> = (0..len % 24 + 1).map(|_| (rng(&mut s) % n) as u32).collect();
+        let ids: Vec<u32> = (0..len % 24 + 1)
+            .map(|_| (rng(&mut s) % n) as u32)
+            .collect();
         assert_eq!(table.decode(&ids, &skip), tok.decode(&ids, true).unwrap());
     }
     for text in [

@@ -53,10 +53,16 @@ pub fn vector(file: &KpkFile, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
 /// else converted once at load.
 #[derive(Clone, Debug)]
 pub enum Vector {
-    Mapped { start: usize, len: usize },
+    Mapped {
+        start: usize,
+        len: usize,
+    },
     /// f16 values in the mapping ([`Vector::load_f16_in_place`]); only
     /// [`Vector::add_to`] reads them.
-    MappedF16 { start: usize, len: usize },
+    MappedF16 {
+        start: usize,
+        len: usize,
+    },
     Owned(Vec<f32>),
 }
 
