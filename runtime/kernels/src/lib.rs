@@ -22,6 +22,7 @@
 pub mod blocks;
 pub mod interleave;
 pub mod iq2_grid;
+pub mod lut2;
 pub mod probe;
 pub mod quantize;
 pub mod scalar;
