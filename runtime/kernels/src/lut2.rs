@@ -42,7 +42,9 @@ pub fn matrix_bytes(rows: usize, cols: usize) -> usize {
 /// the `(d, m)` of least weighted squared error among a search of ranges,
 /// each refitted by least squares, then rounded to f16.
 pub fn quantize(w: &[f32], rows: usize, cols: usize, imp: Option<&[f32]>) -> Vec<u8> {
-    assert!(rows.is_multiple_of(TILE_ROWS) && cols.is_multiple_of(BLOCK_COLS) && w.len() == rows * cols);
+    assert!(
+        rows.is_multiple_of(TILE_ROWS) && cols.is_multiple_of(BLOCK_COLS) && w.len() == rows * cols
+    );
     let nb = cols / BLOCK_COLS;
     let mut out = vec![0u8; matrix_bytes(rows, cols)];
     let mut q = vec![0u8; TILE_ROWS * BLOCK_COLS];
