@@ -586,12 +586,7 @@ fn run<'a>(
         all.token_ids.extend(&t.token_ids);
         all.n_audio_tokens += t.n_audio_tokens;
         all.prompt_tokens += t.prompt_tokens;
-        all.timings.features_s += t.timings.features_s;
-        all.timings.encoder_s += t.timings.encoder_s;
-        all.timings.prefill_s += t.timings.prefill_s;
-        all.timings.prefill_tokens += t.timings.prefill_tokens;
-        all.timings.decode_s += t.timings.decode_s;
-        all.timings.decode_tokens += t.timings.decode_tokens;
+        all.timings += &t.timings;
         state.segments.push(SegmentOut {
             start_s: seg.start_s,
             end_s: seg.end_s,

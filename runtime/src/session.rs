@@ -78,6 +78,19 @@ pub struct Timings {
     pub decode_tokens: usize,
 }
 
+impl std::ops::AddAssign<&Timings> for Timings {
+    /// Adds another run's seconds and token counts (pieces or segments of
+    /// one recording).
+    fn add_assign(&mut self, b: &Timings) {
+        self.features_s += b.features_s;
+        self.encoder_s += b.encoder_s;
+        self.prefill_s += b.prefill_s;
+        self.prefill_tokens += b.prefill_tokens;
+        self.decode_s += b.decode_s;
+        self.decode_tokens += b.decode_tokens;
+    }
+}
+
 /// The result of one translation.
 #[derive(Clone, Debug)]
 pub struct Translation {
@@ -425,13 +438,7 @@ impl Session {
             all.token_ids.extend(&out.token_ids);
             all.n_audio_tokens += out.n_audio_tokens;
             all.prompt_tokens += out.prompt_tokens;
-            let (a, b) = (&mut all.timings, &out.timings);
-            a.features_s += b.features_s;
-            a.encoder_s += b.encoder_s;
-            a.prefill_s += b.prefill_s;
-            a.prefill_tokens += b.prefill_tokens;
-            a.decode_s += b.decode_s;
-            a.decode_tokens += b.decode_tokens;
+            all.timings += &out.timings;
         }
         all.text = texts.join(" ");
         Ok((all, pieces.len()))
