@@ -293,7 +293,7 @@ fn to_text(file: &KpkFile, s: &Summary, args: &InspectArgs) -> String {
     let overhead = s.file_size.saturating_sub(s.params.total.bytes);
     let _ = writeln!(
         o,
-        "  (file overhead: {} bytes of header, metadata, directory, padding)",
+        "  (file overhead: {} bytes of header, metadata, vocabulary table, directory, padding)",
         group_digits(overhead)
     );
     for m in &s.param_mismatches {
