@@ -28,12 +28,11 @@ pub struct Model {
     pub(crate) mel: MelExtractor,
     pub(crate) encoder: AudioEncoder,
     pub(crate) decoder: Decoder,
-    /// Whether the file has a vocabulary table (format 1.4 and later).
-    has_table: bool,
     /// Ids that decoding leaves out (sorted).
     special_ids: Vec<u32>,
-    /// Target language -> its prompt's ids with the one audio token.
-    prompt_ids: BTreeMap<String, Vec<u32>>,
+    /// Target language -> its prompt's ids with the one audio token, and
+    /// that token's index.
+    prompt_ids: BTreeMap<String, (Vec<u32>, usize)>,
     /// The Hugging Face tokenizer, parsed on first use.
     #[cfg(feature = "tokenizer")]
     tokenizer: std::sync::OnceLock<std::result::Result<Tokenizer, String>>,
@@ -87,12 +86,13 @@ impl Model {
             if let Some(v) = meta.opt_i64s(&key) {
                 let ids = ids_of(&key, v, false)?;
                 let audio = ids.iter().filter(|&&i| i == config.special.audio).count();
-                if audio != 1 {
+                let at = ids.iter().position(|&i| i == config.special.audio);
+                let Some(at) = at.filter(|_| audio == 1) else {
                     return Err(RuntimeError::InvalidModel(format!(
                         "metadata `{key}` holds the audio token {audio} times, not once"
                     )));
-                }
-                prompt_ids.insert(lang.clone(), ids);
+                };
+                prompt_ids.insert(lang.clone(), (ids, at));
             } else if has_table {
                 return Err(RuntimeError::InvalidModel(format!(
                     "metadata `{key}` (the tokenized prompt of `{lang}`) is missing"
@@ -134,7 +134,6 @@ impl Model {
             mel,
             encoder,
             decoder,
-            has_table,
             special_ids,
             prompt_ids,
             #[cfg(feature = "tokenizer")]
@@ -259,11 +258,10 @@ impl Model {
     /// tokenized (feature `tokenizer`).
     pub fn prompt_ids(&self, lang: &str, n_audio: usize) -> Result<(Vec<u32>, usize)> {
         let template = self.template(lang)?;
-        let Some(stored) = self.prompt_ids.get(lang) else {
+        let Some((stored, start)) = self.prompt_ids.get(lang) else {
             return self.prompt_text_ids(template, n_audio);
         };
-        let audio = self.config.special.audio;
-        let start = stored.iter().position(|&i| i == audio).unwrap_or(0);
+        let (audio, start) = (self.config.special.audio, *start);
         let mut ids = Vec::with_capacity(stored.len() + n_audio);
         ids.extend_from_slice(&stored[..start]);
         ids.extend(std::iter::repeat_n(audio, n_audio));
@@ -286,10 +284,9 @@ impl Model {
 
     /// Text of original token ids, special tokens skipped.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        if self.has_table {
-            if let Some(v) = Vocab::open_unchecked(&self.file) {
-                return Ok(v.decode(ids, &self.special_ids));
-            }
+        // Checked by `Vocab::open` at load when present.
+        if let Some(v) = Vocab::open_unchecked(&self.file) {
+            return Ok(v.decode(ids, &self.special_ids));
         }
         #[cfg(feature = "tokenizer")]
         {

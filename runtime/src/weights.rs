@@ -73,9 +73,8 @@ impl Vector {
             let t = file.tensor(name)?;
             // A view fails only on a misaligned buffer; then it is copied.
             if let Ok(v) = t.as_f32() {
-                let start = t.data.as_ptr() as usize - file.as_bytes().as_ptr() as usize;
                 return Ok(Vector::Mapped {
-                    start,
+                    start: offset_in(file, t.data),
                     len: v.len(),
                 });
             }
@@ -90,9 +89,8 @@ impl Vector {
         if check(file, name, shape)? == DType::F16 {
             let t = file.tensor(name)?;
             if let Ok(v) = t.as_f16() {
-                let start = t.data.as_ptr() as usize - file.as_bytes().as_ptr() as usize;
                 return Ok(Vector::MappedF16 {
-                    start,
+                    start: offset_in(file, t.data),
                     len: v.len(),
                 });
             }
@@ -125,6 +123,11 @@ impl Vector {
             _ => crate::ops::add_in_place(x, &self.get(file)[..x.len()]),
         }
     }
+}
+
+/// Byte offset of `data` (a tensor's bytes) in the file's mapping.
+fn offset_in(file: &KpkFile, data: &[u8]) -> usize {
+    data.as_ptr() as usize - file.as_bytes().as_ptr() as usize
 }
 
 /// A weight matrix `[rows = out, cols = in]` left in the mapping.
